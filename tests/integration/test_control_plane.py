@@ -1,0 +1,124 @@
+"""The local control plane behaves like a real cluster in the ways the operator relies on."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import anyio
+import pytest
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.rest import ApiException
+
+from tests.binaries import KUBERNETES_VERSION
+from tests.conftest import Cluster
+from tests.support import read_or_none, service_account_kubeconfig, wait_for
+
+
+async def test_server_reports_the_pinned_kubernetes_version(cluster: Cluster, api: ApiClient) -> None:
+    if cluster.plane is None:
+        pytest.skip("an external cluster runs whatever version it runs")
+    info = await client.VersionApi(api).get_code()
+    assert info.git_version == KUBERNETES_VERSION
+
+
+async def test_secret_written_in_a_new_namespace_reads_back(api: ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="greeting"),
+        type="Opaque",
+        string_data={"hello": "world"},
+    )
+    await core.create_namespaced_secret(namespace, body)
+    secret = await core.read_namespaced_secret("greeting", namespace)
+    assert secret.type == "Opaque"
+    assert secret.data == {"hello": "d29ybGQ="}
+
+
+async def test_rbac_denies_a_service_account_until_a_role_grants_it(
+    api: ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = await service_account_kubeconfig(
+        api, namespace=namespace, name="reader", path=tmp_path / "reader.kubeconfig"
+    )
+    async with await config.new_client_from_config(config_file=str(kubeconfig)) as as_reader:
+        reader = client.CoreV1Api(as_reader)
+        with pytest.raises(ApiException) as denied:
+            await reader.list_namespaced_config_map(namespace)
+        assert denied.value.status == 403
+
+        rbac = client.RbacAuthorizationV1Api(api)
+        await rbac.create_namespaced_role(
+            namespace,
+            client.V1Role(
+                metadata=client.V1ObjectMeta(name="read-configmaps"),
+                rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["list"])],
+            ),
+        )
+        await rbac.create_namespaced_role_binding(
+            namespace,
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name="reader-reads-configmaps"),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="read-configmaps"
+                ),
+                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="reader", namespace=namespace)],
+            ),
+        )
+
+        async def allowed() -> bool:
+            try:
+                await reader.list_namespaced_config_map(namespace)
+            except ApiException as exc:
+                if exc.status == 403:
+                    return False
+                raise
+            return True
+
+        await wait_for(allowed, timeout=10, what="the RoleBinding to take effect")
+        # The grant is exactly what the Role says: Secrets stay forbidden.
+        with pytest.raises(ApiException) as still_denied:
+            await reader.list_namespaced_secret(namespace)
+        assert still_denied.value.status == 403
+
+
+async def test_deleted_namespace_finishes_terminating(api: ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    name = f"t-doomed-{secrets.token_hex(3)}"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    await core.create_namespaced_secret(
+        name, client.V1Secret(metadata=client.V1ObjectMeta(name="content"), string_data={"k": "v"})
+    )
+    await core.delete_namespace(name)
+
+    async def gone() -> bool:
+        return await read_or_none(core.read_namespace(name)) is None
+
+    # The namespace controller must empty it and remove the finalizer for it to disappear.
+    await wait_for(gone, timeout=60, what=f"namespace {name} to be deleted", interval=0.2)
+
+
+async def test_namespace_watch_delivers_added_event(api: ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    listed = await core.list_namespace(limit=1)
+    name = f"t-watched-{secrets.token_hex(3)}"
+    seen = anyio.Event()
+
+    async def watch_for_it() -> None:
+        async with watch.Watch() as stream:
+            async for event in stream.stream(
+                core.list_namespace,
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=30,
+            ):
+                if event["type"] == "ADDED" and event["object"].metadata.name == name:
+                    seen.set()
+                    return
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch_for_it)
+        await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        with anyio.fail_after(20):
+            await seen.wait()
+    await core.delete_namespace(name)

@@ -1,0 +1,93 @@
+"""Helpers the integration tests share: waiting for conditions, and ServiceAccount kubeconfigs.
+
+Tests never sleep and hope: they wait for an observable condition with a deadline, and a
+timeout fails with a message that says what was awaited and what was last seen.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.rest import ApiException
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+) -> T:
+    """Call ``probe`` until it returns something truthy; return that value, or fail after ``timeout``."""
+    last: object = None
+    with anyio.move_on_after(timeout):
+        while True:
+            last = await probe()
+            if last:
+                return last
+            await anyio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last seen: {last!r}")
+
+
+async def read_or_none(call: Awaitable[T]) -> T | None:
+    """The object, or None on 404."""
+    try:
+        return await call
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+async def service_account_kubeconfig(
+    api: ApiClient,
+    *,
+    namespace: str,
+    name: str,
+    path: Path,
+    expiration_seconds: int = 3600,
+) -> Path:
+    """Create the ServiceAccount if needed, mint a token for it (TokenRequest API), write a kubeconfig.
+
+    The kubeconfig authenticates as ``system:serviceaccount:<namespace>:<name>`` and so has
+    exactly the permissions that RBAC grants that identity.
+    """
+    core = client.CoreV1Api(api)
+    try:
+        await core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+    )
+    response = await core.create_namespaced_service_account_token(name, namespace, request)
+    configuration = api.configuration
+    ca_path = configuration.ssl_ca_cert
+    cluster: dict[str, object] = {"server": configuration.host}
+    if ca_path:
+        cluster["certificate-authority-data"] = base64.b64encode(Path(ca_path).read_bytes()).decode()
+    else:
+        cluster["insecure-skip-tls-verify"] = not configuration.verify_ssl
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sa", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": response.status.token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "sa", "user": "sa", "namespace": namespace}}],
+        "current-context": "sa",
+    }
+    path.write_text(json.dumps(document, indent=2))
+    path.chmod(0o600)
+    return path
