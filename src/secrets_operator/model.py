@@ -1,0 +1,150 @@
+"""Frozen value types shared by planning, the controller and the command line.
+
+These are the domain's nouns: what a blueprint, a namespace and a copy look like once trimmed
+from the API's JSON, and what the planner asks the writer to do. They import nothing from
+``kube/``, aiohttp or kubernetes_asyncio, so the planning logic that uses them is testable
+without a cluster.
+
+Secret data lives only in :class:`Blueprint` (the copies' data is reduced to a hash when it is
+observed), and every field that holds data is excluded from ``repr`` so that a stray log line or
+exception message can never print it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any, NewType
+
+NamespaceName = NewType("NamespaceName", str)
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "secrets-operator"
+SOURCE_ANNOTATION = "secrets-operator.io/source"
+HASH_ANNOTATION = "secrets-operator.io/source-hash"
+EXCLUDE_LABEL = "secrets-operator.io/exclude"
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class BlueprintRef:
+    """Where a blueprint lives: ``namespace/name``."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceInfo:
+    """The little the operator keeps of a namespace: its name, labels and whether it is going away."""
+
+    name: str
+    labels: Mapping[str, str]
+    terminating: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Blueprint:
+    """A blueprint Secret as observed; ``data`` holds base64 values exactly as the API returns them."""
+
+    ref: BlueprintRef
+    type: str
+    data: Mapping[str, str] = dataclasses.field(repr=False)
+    immutable: bool
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str] = dataclasses.field(repr=False)
+    hash: str
+    resource_version: str = ""
+    uid: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyInfo:
+    """A Secret with a blueprint's name in some namespace, reduced to what planning compares.
+
+    Its data is never kept: only ``data_hash`` (the same hash the blueprint has when the copy is
+    exact) and ``data_keys`` (the key names, so that keys the blueprint no longer has can be removed).
+    The ``kubectl.kubernetes.io/last-applied-configuration`` annotation is dropped on observation,
+    because for a Secret it contains the data.
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    type: str
+    immutable: bool
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    data_hash: str
+    data_keys: frozenset[str]
+
+
+class CopyState(enum.StrEnum):
+    """The state of one blueprint × namespace pair, as `check` reports it and metrics count it."""
+
+    IN_SYNC = "in_sync"
+    MISSING = "missing"
+    DRIFTED = "drifted"
+    CONFLICT = "conflict"
+    EXCLUDED = "excluded"
+    BLUEPRINT_MISSING = "blueprint_missing"
+    REFUSED = "refused"
+    ORPHANED = "orphaned"
+
+
+class ActionKind(enum.StrEnum):
+    """What the writer does. ``replace`` is a delete then a create, reported as one action."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One write the planner wants, with the preconditions that keep it from clobbering anything.
+
+    ``resource_version`` and ``uid`` are those of the object the plan was made from: the writer
+    sends them as preconditions so that a Secret changed or replaced meanwhile is not overwritten
+    or deleted (the API answers 409, and the namespace is reconciled again from fresh state).
+    ``body`` is the full Secret for create/replace and a JSON merge patch for update.
+    """
+
+    kind: ActionKind
+    namespace: str
+    name: str
+    blueprint: BlueprintRef
+    reason: str
+    body: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False)
+    resource_version: str | None = None
+    uid: str | None = None
+    hash: str = ""
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name} from {self.blueprint}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the report: a blueprint, a namespace, the state, and why."""
+
+    blueprint: BlueprintRef
+    namespace: str
+    state: CopyState
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespacePlan:
+    """Everything planning concluded about one namespace."""
+
+    namespace: str
+    rows: tuple[Row, ...]
+    actions: tuple[Action, ...]

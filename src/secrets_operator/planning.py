@@ -1,0 +1,330 @@
+"""Pure planning: which namespaces a blueprint targets, what its copy must be, and what to write.
+
+Everything here is a function of values (settings, the cached blueprints, one namespace and the
+Secrets in it that carry a blueprint's name); nothing here does I/O. The controller calls
+:func:`plan_namespace` for one namespace at a time and hands the actions to the writer, which is
+what makes the operator level-triggered: creation, updates, drift repair, resync and start-up all
+go through this one function.
+
+Rules that protect users, in one place:
+- a Secret is *ours* only when it carries ``app.kubernetes.io/managed-by=secrets-operator`` and
+  ``secrets-operator.io/source=<this blueprint>``; anything else with the same name is a conflict,
+  never overwritten unless the conflict policy is ``adopt``, and never deleted;
+- the blueprint itself, in its home namespace, is never a target;
+- terminating namespaces are left alone;
+- nothing is written when the copy already matches (hash, type, immutability and our metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from secrets_operator.model import (
+    EXCLUDE_LABEL,
+    HASH_ANNOTATION,
+    LAST_APPLIED_ANNOTATION,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    SERVICE_ACCOUNT_TOKEN_TYPE,
+    SOURCE_ANNOTATION,
+    Action,
+    ActionKind,
+    Blueprint,
+    BlueprintRef,
+    CopyInfo,
+    CopyState,
+    NamespaceInfo,
+    NamespacePlan,
+    Row,
+)
+from secrets_operator.selectors import LabelSelector, matches_any
+
+ConflictPolicy = Literal["skip", "adopt"]
+
+#: Metadata keys never copied from a blueprint, whatever SECRETS_OPERATOR_COPY_METADATA says:
+#: tracking keys make Helm or Argo CD claim (or prune) the copies, and ours are set by the operator.
+NEVER_COPIED = (
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/instance",
+    "meta.helm.sh/*",
+    "helm.sh/*",
+    "argocd.argoproj.io/*",
+    LAST_APPLIED_ANNOTATION,
+    "secrets-operator.io/*",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The settings planning depends on, and nothing else."""
+
+    selector: LabelSelector = dataclasses.field(default_factory=LabelSelector)
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
+    conflict_policy: ConflictPolicy = "skip"
+    prune: bool = False
+    copy_metadata: tuple[str, ...] = ()
+
+
+def content_hash(secret_type: str, data: Mapping[str, str] | None) -> str:
+    """sha256 over the type and the data (base64 values as the API returns them), key order ignored."""
+    canonical = json.dumps(
+        {"type": secret_type, "data": dict(data or {})}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def refusal(blueprint: Blueprint) -> str | None:
+    """Why a blueprint must not be copied at all, or None."""
+    if blueprint.type == SERVICE_ACCOUNT_TOKEN_TYPE:
+        return (
+            "service-account-token Secrets are bound to one ServiceAccount in one namespace; "
+            "a copy would be a credential the cluster neither issued nor revokes"
+        )
+    return None
+
+
+def exclusion(policy: Policy, ref: BlueprintRef, namespace: NamespaceInfo) -> str | None:
+    """Why ``namespace`` is not a target of blueprint ``ref``, or None when it is one."""
+    if namespace.name == ref.namespace:
+        return "home namespace of the blueprint"
+    if namespace.labels.get(EXCLUDE_LABEL) == "true":
+        return f"opted out with label {EXCLUDE_LABEL}=true"
+    if matches_any(namespace.name, policy.exclude):
+        return "matched by EXCLUDE_NAMESPACES"
+    if not matches_any(namespace.name, policy.include):
+        return "not matched by INCLUDE_NAMESPACES"
+    if not policy.selector.matches(namespace.labels):
+        return "not matched by NAMESPACE_SELECTOR"
+    return None
+
+
+def is_ours(copy: CopyInfo, ref: BlueprintRef) -> bool:
+    return copy.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and copy.annotations.get(
+        SOURCE_ANNOTATION
+    ) == str(ref)
+
+
+def _copied(metadata: Mapping[str, str], policy: Policy) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in metadata.items()
+        if matches_any(key, policy.copy_metadata) and not matches_any(key, NEVER_COPIED)
+    }
+
+
+def desired_labels(blueprint: Blueprint, policy: Policy) -> dict[str, str]:
+    return {**_copied(blueprint.labels, policy), MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+
+
+def desired_annotations(blueprint: Blueprint, policy: Policy) -> dict[str, str]:
+    return {
+        **_copied(blueprint.annotations, policy),
+        SOURCE_ANNOTATION: str(blueprint.ref),
+        HASH_ANNOTATION: blueprint.hash,
+    }
+
+
+def desired_secret(blueprint: Blueprint, namespace: str, policy: Policy) -> dict[str, Any]:
+    """The full Secret object a copy in ``namespace`` must be."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": blueprint.ref.name,
+            "namespace": namespace,
+            "labels": desired_labels(blueprint, policy),
+            "annotations": desired_annotations(blueprint, policy),
+        },
+        "type": blueprint.type,
+        "data": dict(blueprint.data),
+    }
+    if blueprint.immutable:
+        body["immutable"] = True
+    return body
+
+
+def _differences(copy: CopyInfo, blueprint: Blueprint, policy: Policy) -> list[str]:
+    """What differs between a copy and what it must be (names of fields, never values)."""
+    found = []
+    if copy.type != blueprint.type:
+        found.append("type")
+    if copy.data_hash != blueprint.hash:
+        found.append("data")
+    if copy.immutable != blueprint.immutable:
+        found.append("immutable")
+    labels = desired_labels(blueprint, policy)
+    if any(copy.labels.get(key) != value for key, value in labels.items()):
+        found.append("labels")
+    annotations = desired_annotations(blueprint, policy)
+    if any(copy.annotations.get(key) != value for key, value in annotations.items()):
+        found.append("annotations")
+    return found
+
+
+def _merge_patch(
+    copy: CopyInfo, blueprint: Blueprint, policy: Policy, *, data_changes: bool
+) -> dict[str, Any]:
+    """A JSON merge patch that makes ``copy`` exact, leaving others' labels and annotations alone.
+
+    ``metadata.resourceVersion`` makes it conditional: if the copy changed since it was observed,
+    the API server refuses the patch with 409 instead of applying it over the change.
+    """
+    patch: dict[str, Any] = {
+        "metadata": {
+            "resourceVersion": copy.resource_version,
+            "labels": desired_labels(blueprint, policy),
+            "annotations": desired_annotations(blueprint, policy),
+        },
+    }
+    if data_changes:
+        data: dict[str, str | None] = dict.fromkeys(copy.data_keys - blueprint.data.keys())
+        data.update(blueprint.data)
+        patch["data"] = data
+    if copy.immutable != blueprint.immutable:
+        patch["immutable"] = True if blueprint.immutable else None
+    return patch
+
+
+def _needs_replace(copy: CopyInfo, blueprint: Blueprint, differences: list[str]) -> str | None:
+    """Why an in-place update is impossible (so the copy must be deleted and created), or None."""
+    if "type" in differences:
+        return "the type of a Secret cannot be changed in place"
+    if copy.immutable and ("data" in differences or "immutable" in differences):
+        return "the existing Secret is immutable"
+    return None
+
+
+def _write_for(
+    copy: CopyInfo,
+    blueprint: Blueprint,
+    namespace: str,
+    policy: Policy,
+    differences: list[str],
+    *,
+    why: str,
+) -> Action:
+    replace_reason = _needs_replace(copy, blueprint, differences)
+    if replace_reason is not None:
+        return Action(
+            kind=ActionKind.REPLACE,
+            namespace=namespace,
+            name=blueprint.ref.name,
+            blueprint=blueprint.ref,
+            reason=f"{why}; {replace_reason}",
+            body=desired_secret(blueprint, namespace, policy),
+            resource_version=copy.resource_version,
+            uid=copy.uid,
+            hash=blueprint.hash,
+        )
+    return Action(
+        kind=ActionKind.UPDATE,
+        namespace=namespace,
+        name=blueprint.ref.name,
+        blueprint=blueprint.ref,
+        reason=why,
+        body=_merge_patch(copy, blueprint, policy, data_changes="data" in differences),
+        resource_version=copy.resource_version,
+        uid=copy.uid,
+        hash=blueprint.hash,
+    )
+
+
+def _delete(copy: CopyInfo, ref: BlueprintRef, why: str) -> Action:
+    return Action(
+        kind=ActionKind.DELETE,
+        namespace=copy.namespace,
+        name=copy.name,
+        blueprint=ref,
+        reason=why,
+        resource_version=copy.resource_version,
+        uid=copy.uid,
+    )
+
+
+def plan_pair(
+    policy: Policy,
+    ref: BlueprintRef,
+    blueprint: Blueprint | None,
+    namespace: NamespaceInfo,
+    copy: CopyInfo | None,
+) -> tuple[Row, Action | None]:
+    """The state of one blueprint × namespace pair, and the one write that fixes it (if any)."""
+
+    def row(state: CopyState, detail: str = "") -> Row:
+        return Row(ref, namespace.name, state, detail)
+
+    if namespace.terminating:
+        return row(CopyState.EXCLUDED, "namespace is terminating"), None
+    ours = copy is not None and is_ours(copy, ref)
+    excluded = exclusion(policy, ref, namespace)
+    if excluded is not None:
+        if copy is not None and ours and policy.prune and namespace.name != ref.namespace:
+            return row(CopyState.ORPHANED, excluded), _delete(copy, ref, f"pruned: namespace {excluded}")
+        return row(CopyState.EXCLUDED, excluded), None
+    if blueprint is None:
+        if copy is not None and ours and policy.prune:
+            return row(CopyState.ORPHANED, "blueprint deleted"), _delete(
+                copy, ref, "pruned: blueprint deleted"
+            )
+        return row(CopyState.BLUEPRINT_MISSING, "blueprint does not exist"), None
+    refused = refusal(blueprint)
+    if refused is not None:
+        return row(CopyState.REFUSED, refused), None
+    if copy is None:
+        return row(CopyState.MISSING), Action(
+            kind=ActionKind.CREATE,
+            namespace=namespace.name,
+            name=ref.name,
+            blueprint=ref,
+            reason="copy missing",
+            body=desired_secret(blueprint, namespace.name, policy),
+            hash=blueprint.hash,
+        )
+    differences = _differences(copy, blueprint, policy)
+    if not ours:
+        detail = "a Secret with this name exists and was not created by secrets-operator"
+        if copy.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+            source = copy.annotations.get(SOURCE_ANNOTATION, "")
+            detail = f"a Secret with this name is managed by secrets-operator for another source {source!r}"
+        if policy.conflict_policy == "adopt":
+            # Every field is rewritten, whatever the comparison says: the markers are missing anyway.
+            return row(CopyState.CONFLICT, detail + "; adopting it"), _write_for(
+                copy, blueprint, namespace.name, policy, differences, why="adopting an unmanaged Secret"
+            )
+        return row(CopyState.CONFLICT, detail), None
+    if not differences:
+        return row(CopyState.IN_SYNC), None
+    drifted = ", ".join(differences)
+    return row(CopyState.DRIFTED, f"differs in {drifted}"), _write_for(
+        copy, blueprint, namespace.name, policy, differences, why=f"copy differs in {drifted}"
+    )
+
+
+def plan_namespace(
+    policy: Policy,
+    *,
+    namespace: NamespaceInfo | None,
+    name: str,
+    blueprints: Mapping[BlueprintRef, Blueprint | None],
+    copies: Mapping[str, CopyInfo],
+) -> NamespacePlan:
+    """Rows and writes for every configured blueprint in one namespace.
+
+    ``namespace`` is None when the namespace is not (or no longer) in the cache: then nothing is
+    written, since its Secrets are being deleted with it.
+    """
+    if namespace is None:
+        return NamespacePlan(name, (), ())
+    rows: list[Row] = []
+    actions: list[Action] = []
+    for ref, blueprint in sorted(blueprints.items(), key=lambda item: item[0]):
+        row, action = plan_pair(policy, ref, blueprint, namespace, copies.get(ref.name))
+        rows.append(row)
+        if action is not None:
+            actions.append(action)
+    return NamespacePlan(name, tuple(rows), tuple(actions))

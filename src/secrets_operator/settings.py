@@ -1,0 +1,315 @@
+"""Configuration from environment variables (prefix ``SECRETS_OPERATOR_``), validated at start.
+
+Every variable is parsed here, once: lists of globs, the ``namespace/name`` blueprint references,
+the label selector and the leader-election timings. A bad value is a :class:`ConfigError` whose
+message names the variable and what is wrong, and the command line turns it into exit status 2
+with that one line. Nothing here reads Secrets or talks to the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from secrets_operator.model import BlueprintRef
+from secrets_operator.planning import Policy
+from secrets_operator.selectors import LabelSelector, parse_label_selector
+
+ENV_PREFIX = "SECRETS_OPERATOR_"
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; ``str()`` is one line naming the variable."""
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _check_namespace(name: str, what: str) -> None:
+    if len(name) > 63 or not _DNS_LABEL.match(name):
+        raise ValueError(f"{what} {name!r} is not a valid namespace name (lowercase DNS label)")
+
+
+def _check_secret_name(name: str) -> None:
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise ValueError(f"{name!r} is not a valid Secret name (lowercase DNS subdomain)")
+
+
+def parse_blueprint(text: str) -> BlueprintRef:
+    namespace, slash, name = text.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise ValueError(f"{text!r} is not of the form namespace/name")
+    _check_namespace(namespace, "namespace")
+    _check_secret_name(name)
+    return BlueprintRef(namespace, name)
+
+
+Globs = Annotated[tuple[str, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """The operator's settings. Field descriptions feed ``--help`` and docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    blueprints: Annotated[tuple[BlueprintRef, ...], NoDecode] = Field(
+        description="Comma-separated `namespace/name` of the blueprint Secrets (required).",
+        json_schema_extra={"example": "auth/htpasswd,registry/pull-secret"},
+    )
+    namespace_selector: Annotated[LabelSelector, NoDecode] = Field(
+        default_factory=LabelSelector,
+        description="Label selector (kubectl syntax) for target namespaces; empty selects all.",
+        json_schema_extra={"example": "env in (dev,prod),!legacy", "default_text": "(empty: all)"},
+    )
+    include_namespaces: Globs = Field(
+        default=("*",),
+        description="Comma-separated globs matched against the whole namespace name; only these are targets.",
+        json_schema_extra={"example": "team-*,shared"},
+    )
+    exclude_namespaces: Globs = Field(
+        default=("kube-system", "kube-public", "kube-node-lease"),
+        description="Comma-separated globs of namespaces that are never targets.",
+        json_schema_extra={"example": "kube-*,openshift-*"},
+    )
+    conflict_policy: Literal["skip", "adopt"] = Field(
+        default="skip",
+        description="`skip`: a same-named Secret not created by the operator is left alone and reported; "
+        "`adopt`: it is overwritten and becomes managed.",
+        json_schema_extra={"example": "adopt"},
+    )
+    prune: bool = Field(
+        default=False,
+        description="Delete copies whose blueprint was deleted or whose namespace no longer matches. "
+        "Never deletes a Secret the operator did not create.",
+        json_schema_extra={"example": "true"},
+    )
+    copy_metadata: Globs = Field(
+        default=(),
+        description="Comma-separated globs over label and annotation keys of the blueprint to copy "
+        "(ownership and tracking keys are never copied).",
+        json_schema_extra={"example": "team,example.com/*", "default_text": "(empty: none)"},
+    )
+    leader_election: bool = Field(
+        default=True,
+        description="Elect one writer through a Lease; `false` only for a single replica.",
+        json_schema_extra={"example": "false"},
+    )
+    lease_name: str = Field(
+        default="secrets-operator",
+        description="Name of the coordination.k8s.io/v1 Lease.",
+        json_schema_extra={"example": "secrets-operator"},
+    )
+    lease_namespace: str = Field(
+        default="",
+        description="Namespace of the Lease; default POD_NAMESPACE, else the in-cluster namespace file, "
+        "else `default`.",
+        json_schema_extra={"example": "secrets-operator", "default_text": "POD_NAMESPACE"},
+    )
+    lease_duration_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a Lease stays valid without renewal; must exceed RENEW_DEADLINE_SECONDS.",
+        json_schema_extra={"example": "15"},
+    )
+    renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="The leader stops writing when it has not renewed for this long; "
+        "must exceed 1.2 x RETRY_PERIOD_SECONDS.",
+        json_schema_extra={"example": "10"},
+    )
+    retry_period_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Interval between attempts to acquire or renew the Lease.",
+        json_schema_extra={"example": "2"},
+    )
+    identity: str = Field(
+        default="",
+        description="Holder identity written into the Lease; default POD_NAME, else `<hostname>-<pid>`.",
+        json_schema_extra={"example": "secrets-operator-7d9f-abcde", "default_text": "POD_NAME"},
+    )
+    http_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Port of `/healthz`, `/readyz` and `/metrics` (0 picks a free port).",
+        json_schema_extra={"example": "8080"},
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="`DEBUG`, `INFO`, `WARNING` or `ERROR`.",
+        json_schema_extra={"example": "DEBUG"},
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="`json` (one object per line) or `text`.",
+        json_schema_extra={"example": "text"},
+    )
+    resync_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Period of the full reconcile from the caches (writes only what differs).",
+        json_schema_extra={"example": "300"},
+    )
+    max_concurrent_writes: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Upper bound on writes in flight at once.",
+        json_schema_extra={"example": "32"},
+    )
+    api_qps: float = Field(
+        default=50.0,
+        gt=0,
+        description="Sustained rate of API requests per second (client-side limit; watches excluded).",
+        json_schema_extra={"example": "100"},
+    )
+    api_burst: int = Field(
+        default=100,
+        ge=1,
+        description="Requests allowed in a burst above API_QPS.",
+        json_schema_extra={"example": "200"},
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("conflict_policy", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("blueprints", mode="before")
+    @classmethod
+    def _parse_blueprints(cls, value: Any) -> Any:
+        value = _split(value)
+        if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+            if not value:
+                raise ValueError("at least one blueprint is required, as namespace/name")
+            refs = tuple(parse_blueprint(item) for item in value)
+            by_name: dict[str, BlueprintRef] = {}
+            for ref in refs:
+                other = by_name.setdefault(ref.name, ref)
+                if other != ref:
+                    raise ValueError(
+                        f"{other} and {ref} have the same name: copies are named after their blueprint, "
+                        "so two blueprints with one name would fight over the same copies"
+                    )
+            return tuple(dict.fromkeys(refs))
+        return value
+
+    @field_validator("namespace_selector", mode="before")
+    @classmethod
+    def _parse_selector(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_label_selector(value)
+        return value
+
+    @field_validator("include_namespaces", "exclude_namespaces", "copy_metadata", mode="before")
+    @classmethod
+    def _parse_globs(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("lease_name")
+    @classmethod
+    def _check_lease_name(cls, value: str) -> str:
+        _check_secret_name(value)
+        return value
+
+    @field_validator("lease_namespace")
+    @classmethod
+    def _check_lease_namespace(cls, value: str) -> str:
+        if value:
+            _check_namespace(value, "namespace")
+        return value
+
+    @model_validator(mode="after")
+    def _check_timings(self) -> Settings:
+        if not self.lease_duration_seconds > self.renew_deadline_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}LEASE_DURATION_SECONDS must be greater than {ENV_PREFIX}RENEW_DEADLINE_SECONDS "
+                f"({self.lease_duration_seconds:g} <= {self.renew_deadline_seconds:g})"
+            )
+        if not self.renew_deadline_seconds > 1.2 * self.retry_period_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}RENEW_DEADLINE_SECONDS must be greater than "
+                f"1.2 x {ENV_PREFIX}RETRY_PERIOD_SECONDS "
+                f"({self.renew_deadline_seconds:g} <= 1.2 x {self.retry_period_seconds:g})"
+            )
+        return self
+
+    # -- derived values
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            selector=self.namespace_selector,
+            include=self.include_namespaces,
+            exclude=self.exclude_namespaces,
+            conflict_policy=self.conflict_policy,
+            prune=self.prune,
+            copy_metadata=self.copy_metadata,
+        )
+
+    def resolved_lease_namespace(self, *, namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE) -> str:
+        if self.lease_namespace:
+            return self.lease_namespace
+        from_env = os.environ.get("POD_NAMESPACE", "").strip()
+        if from_env:
+            return from_env
+        try:
+            from_file = namespace_file.read_text().strip()
+        except OSError:
+            from_file = ""
+        return from_file or "default"
+
+    def resolved_identity(self) -> str:
+        if self.identity:
+            return self.identity
+        return os.environ.get("POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+
+
+_SHOW_INPUT = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than_equal",
+    "less_than",
+    "float_parsing",
+    "int_parsing",
+    "bool_parsing",
+}
+
+
+def load() -> Settings:
+    """Read and validate the settings; raise ConfigError with a one-line message naming the variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # the required fields come from the environment
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required"
+        elif error["type"] == "literal_error":
+            message = f"must be {error['ctx']['expected']}, got {error['input']!r}"
+        elif error["type"] in _SHOW_INPUT:
+            message = f"{message}, got {error['input']!r}"
+        if error["loc"]:
+            message = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}"
+        raise ConfigError(message) from None
