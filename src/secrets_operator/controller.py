@@ -1,0 +1,429 @@
+"""The controller: informers → work queue → plan → writer, gated by leadership.
+
+This is the only module that joins the domain (``planning``, ``model``) to the Kubernetes
+plumbing (``kube/``). Its pieces:
+
+- *caches*: one informer for namespaces, one per blueprint (field selector on its name, in its
+  namespace) and one per blueprint name for the copies across all namespaces (field selector
+  ``metadata.name=<name>``, which lets RBAC restrict Secret access with ``resourceNames``). The
+  copies' data is reduced to a hash as it arrives; only blueprints keep data.
+- *triggers*: a namespace event enqueues that namespace, a copy event its namespace, a blueprint
+  event every namespace, the resync timer every namespace. Events say only where to look.
+- *reconcile*: plan one namespace from the caches, then apply the plan's writes. An in-sync
+  namespace costs no request at all.
+- *leadership*: every replica runs the caches; only the leader runs workers, and every write
+  first checks that leadership is still valid (``may_write``).
+
+Secret data never leaves the caches except in the body of a write to the API server.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import anyio
+
+from secrets_operator import metrics
+from secrets_operator.kube.client import JSON, ApiError, Kube
+from secrets_operator.kube.events import EventRecorder, ObjectRef
+from secrets_operator.kube.informer import Informer
+from secrets_operator.model import (
+    LAST_APPLIED_ANNOTATION,
+    Action,
+    ActionKind,
+    Blueprint,
+    BlueprintRef,
+    CopyInfo,
+    CopyState,
+    NamespaceInfo,
+    NamespacePlan,
+)
+from secrets_operator.planning import Policy, content_hash, plan_namespace
+from secrets_operator.queue import WorkQueue
+from secrets_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPORTING_CONTROLLER = "secrets-operator.io/secrets-operator"
+#: Repeated failures of one namespace after which a Warning Event is recorded on the blueprint.
+FAILURES_BEFORE_EVENT = 5
+_intern = sys.intern
+
+
+class NotLeaderError(Exception):
+    """Raised before a write when this replica may no longer write."""
+
+
+# ---------------------------------------------------------------- trimming raw API objects
+
+
+def _strings(mapping: Mapping[str, Any] | None, *, drop: Iterable[str] = ()) -> dict[str, str]:
+    if not mapping:
+        return {}
+    dropped = set(drop)
+    return {
+        _intern(k): _intern(str(v)) if len(str(v)) < 128 else str(v)
+        for k, v in mapping.items()
+        if k not in dropped
+    }
+
+
+def trim_namespace(obj: JSON) -> NamespaceInfo:
+    metadata = obj["metadata"]
+    terminating = obj.get("status", {}).get("phase") == "Terminating" or bool(
+        metadata.get("deletionTimestamp")
+    )
+    return NamespaceInfo(
+        name=_intern(metadata["name"]), labels=_strings(metadata.get("labels")), terminating=terminating
+    )
+
+
+def trim_blueprint(ref: BlueprintRef, obj: JSON) -> Blueprint:
+    metadata = obj["metadata"]
+    secret_type = obj.get("type") or "Opaque"
+    data: dict[str, str] = dict(obj.get("data") or {})
+    return Blueprint(
+        ref=ref,
+        type=secret_type,
+        data=data,
+        immutable=bool(obj.get("immutable")),
+        labels=_strings(metadata.get("labels")),
+        annotations=_strings(metadata.get("annotations"), drop=[LAST_APPLIED_ANNOTATION]),
+        hash=content_hash(secret_type, data),
+        resource_version=metadata.get("resourceVersion", ""),
+        uid=metadata.get("uid", ""),
+    )
+
+
+def trim_copy(obj: JSON) -> CopyInfo:
+    """Everything planning compares about a Secret, and none of its data."""
+    metadata = obj["metadata"]
+    secret_type = obj.get("type") or "Opaque"
+    data = obj.get("data") or {}
+    return CopyInfo(
+        namespace=_intern(metadata["namespace"]),
+        name=_intern(metadata["name"]),
+        uid=metadata.get("uid", ""),
+        resource_version=metadata.get("resourceVersion", ""),
+        type=_intern(secret_type),
+        immutable=bool(obj.get("immutable")),
+        labels=_strings(metadata.get("labels")),
+        annotations=_strings(metadata.get("annotations"), drop=[LAST_APPLIED_ANNOTATION]),
+        data_hash=content_hash(secret_type, data),
+        data_keys=frozenset(_intern(key) for key in data),
+    )
+
+
+# ----------------------------------------------------------------------------- controller
+
+
+class Controller:
+    """Caches, queue, workers and writer for one set of settings."""
+
+    def __init__(self, settings: Settings, kube: Kube, *, identity: str) -> None:
+        self.settings = settings
+        self.policy: Policy = settings.policy
+        self.kube = kube
+        self.identity = identity
+        self.queue = WorkQueue()
+        self.active = False  # True while this replica leads and runs workers
+        self.may_write: Callable[[], bool] = lambda: True
+        self.events = EventRecorder(
+            kube, reporting_controller=REPORTING_CONTROLLER, reporting_instance=identity
+        )
+        self.copies_by_namespace: dict[str, dict[str, CopyInfo]] = {}
+        self.states: dict[tuple[BlueprintRef, str], CopyState] = {}
+        self.state_counts: dict[tuple[BlueprintRef, CopyState], int] = {}
+
+        self.namespaces: Informer[NamespaceInfo] = Informer(
+            kube,
+            name="namespaces",
+            path="/api/v1/namespaces",
+            trim=trim_namespace,
+            on_change=self._namespace_changed,
+        )
+        self.blueprint_informers: dict[BlueprintRef, Informer[Blueprint]] = {
+            ref: Informer(
+                kube,
+                name=f"blueprint {ref}",
+                path=f"/api/v1/namespaces/{ref.namespace}/secrets",
+                query=[("fieldSelector", f"metadata.name={ref.name}")],
+                trim=functools.partial(trim_blueprint, ref),
+                on_change=self._blueprint_changed,
+            )
+            for ref in settings.blueprints
+        }
+        self.copy_informers: dict[str, Informer[CopyInfo]] = {
+            ref.name: Informer(
+                kube,
+                name=f"copies {ref.name}",
+                path="/api/v1/secrets",
+                query=[("fieldSelector", f"metadata.name={ref.name}")],
+                trim=trim_copy,
+                on_change=self._copy_changed,
+            )
+            for ref in settings.blueprints
+        }
+
+    # -- caches
+
+    @property
+    def informers(self) -> list[Informer[Any]]:
+        return [self.namespaces, *self.blueprint_informers.values(), *self.copy_informers.values()]
+
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    async def wait_synced(self) -> None:
+        for informer in self.informers:
+            await informer.synced.wait()
+
+    async def list_once(self) -> None:
+        """Fill every cache with one paginated LIST (read-only commands)."""
+        async with anyio.create_task_group() as tasks:
+            for informer in self.informers:
+                tasks.start_soon(informer.list_once)
+
+    def blueprints(self) -> dict[BlueprintRef, Blueprint | None]:
+        return {
+            ref: informer.store.get(f"{ref.namespace}/{ref.name}")
+            for ref, informer in self.blueprint_informers.items()
+        }
+
+    def _namespace_changed(self, key: str, old: NamespaceInfo | None, new: NamespaceInfo | None) -> None:
+        if self.active:
+            self.queue.add(key)
+
+    def _copy_changed(self, key: str, old: CopyInfo | None, new: CopyInfo | None) -> None:
+        current = new or old
+        assert current is not None
+        in_namespace = self.copies_by_namespace.setdefault(current.namespace, {})
+        if new is None:
+            in_namespace.pop(current.name, None)
+            if not in_namespace:
+                del self.copies_by_namespace[current.namespace]
+        else:
+            in_namespace[new.name] = new
+        if self.active:
+            self.queue.add(current.namespace)
+
+    def _blueprint_changed(self, key: str, old: Blueprint | None, new: Blueprint | None) -> None:
+        if new is None:
+            log.warning(
+                "blueprint does not exist; copies are kept and will follow it once it exists",
+                extra={"blueprint": key},
+            )
+        elif old is None or old.hash != new.hash:
+            log.info("blueprint observed", extra={"blueprint": key, "hash": new.hash[:12], "type": new.type})
+        if self.active:
+            self.enqueue_all()
+
+    def enqueue_all(self) -> None:
+        now = time.monotonic()
+        for name in self.namespaces.store:
+            self.queue.add(name, since=now)
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    # -- planning
+
+    def plan(self, namespace: str) -> NamespacePlan:
+        return plan_namespace(
+            self.policy,
+            namespace=self.namespaces.store.get(namespace),
+            name=namespace,
+            blueprints=self.blueprints(),
+            copies=self.copies_by_namespace.get(namespace, {}),
+        )
+
+    def plan_all(self) -> list[NamespacePlan]:
+        return [self.plan(name) for name in sorted(self.namespaces.store)]
+
+    async def _report(self, plan: NamespacePlan) -> None:
+        """Track states for the metrics gauge; log and record an Event when a pair turns bad."""
+        seen = set()
+        for row in plan.rows:
+            key = (row.blueprint, row.namespace)
+            seen.add(key)
+            previous = self.states.get(key)
+            if previous == row.state:
+                continue
+            self.states[key] = row.state
+            self._count(row.blueprint, previous, -1)
+            self._count(row.blueprint, row.state, +1)
+            if row.state in (CopyState.CONFLICT, CopyState.REFUSED):
+                log.warning(
+                    "copy not written" if row.state == CopyState.CONFLICT else "blueprint refused",
+                    extra={
+                        "blueprint": str(row.blueprint),
+                        "namespace": row.namespace,
+                        "state": str(row.state),
+                        "detail": row.detail,
+                    },
+                )
+                blueprint = self.blueprints().get(row.blueprint)
+                await self.events.record(
+                    ObjectRef(
+                        "v1",
+                        "Secret",
+                        row.blueprint.namespace,
+                        row.blueprint.name,
+                        blueprint.uid if blueprint else "",
+                    ),
+                    type="Warning",
+                    reason="Conflict" if row.state == CopyState.CONFLICT else "Refused",
+                    action="Replicate",
+                    note=f"namespace {row.namespace}: {row.detail}"
+                    if row.state == CopyState.CONFLICT
+                    else f"not copied: {row.detail}",
+                )
+        for key in [key for key in self.states if key[1] == plan.namespace and key not in seen]:
+            self._count(key[0], self.states.pop(key), -1)
+
+    def _count(self, ref: BlueprintRef, state: CopyState | None, delta: int) -> None:
+        if state is None:
+            return
+        key = (ref, state)
+        self.state_counts[key] = self.state_counts.get(key, 0) + delta
+        metrics.COPIES.labels(blueprint=str(ref), state=str(state)).set(self.state_counts[key])
+
+    # -- writing
+
+    async def apply(self, action: Action) -> None:
+        """One write, with preconditions; raises ApiError or NotLeaderError."""
+        if not self.may_write():
+            raise NotLeaderError
+        secrets = f"/api/v1/namespaces/{action.namespace}/secrets"
+        if action.kind == ActionKind.CREATE:
+            await self.kube.request("POST", secrets, body=action.body)
+        elif action.kind == ActionKind.UPDATE:
+            await self.kube.request(
+                "PATCH",
+                f"{secrets}/{action.name}",
+                body=action.body,
+                content_type="application/merge-patch+json",
+            )
+        elif action.kind in (ActionKind.DELETE, ActionKind.REPLACE):
+            await self.kube.request(
+                "DELETE",
+                f"{secrets}/{action.name}",
+                body={
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "preconditions": {"uid": action.uid, "resourceVersion": action.resource_version},
+                },
+            )
+            if action.kind == ActionKind.REPLACE:
+                if not self.may_write():
+                    raise NotLeaderError
+                await self.kube.request("POST", secrets, body=action.body)
+
+    async def reconcile(self, namespace: str, since: float) -> bool:
+        """Make one namespace right; True when every write succeeded (or none was needed)."""
+        plan = self.plan(namespace)
+        await self._report(plan)
+        ok = True
+        for action in plan.actions:
+            fields = {
+                "namespace": action.namespace,
+                "secret": action.name,
+                "blueprint": str(action.blueprint),
+            }
+            try:
+                await self.apply(action)
+            except ApiError as exc:
+                if _namespace_terminating(exc):
+                    log.debug("namespace is terminating; skipped", extra=fields)
+                    metrics.WRITES.labels(action=str(action.kind), result="skipped").inc()
+                    continue
+                ok = False
+                result = "conflict" if exc.status in (404, 409) else "error"
+                metrics.WRITES.labels(action=str(action.kind), result=result).inc()
+                level = logging.INFO if result == "conflict" else logging.WARNING
+                log.log(
+                    level,
+                    f"{action.kind} failed; will retry",
+                    extra={**fields, "error": str(exc), "reason": action.reason},
+                )
+                continue
+            metrics.WRITES.labels(action=str(action.kind), result="success").inc()
+            metrics.PROPAGATION.observe(time.monotonic() - since)
+            log.info(
+                f"{action.kind}d copy" if action.kind != ActionKind.REPLACE else "replaced copy",
+                extra={**fields, "reason": action.reason},
+            )
+        return ok
+
+    async def _worker(self) -> None:
+        while True:
+            namespace, since = await self.queue.get()
+            metrics.QUEUE_DEPTH.set(len(self.queue))
+            try:
+                ok = await self.reconcile(namespace, since)
+            except NotLeaderError:
+                # Leadership lapsed a moment ago; the elector is about to cancel this work.
+                self.queue.done(namespace)
+                await anyio.sleep_forever()
+            except Exception:
+                log.exception("reconcile crashed; will retry", extra={"namespace": namespace})
+                ok = False
+            finally:
+                self.queue.done(namespace)
+            metrics.RECONCILES.labels(result="success" if ok else "error").inc()
+            if ok:
+                self.queue.forget(namespace)
+                continue
+            delay = self.queue.retry(namespace)
+            if self.queue.failures(namespace) == FAILURES_BEFORE_EVENT:
+                await self._record_failing(namespace, delay)
+
+    async def _record_failing(self, namespace: str, delay: float) -> None:
+        for ref, blueprint in self.blueprints().items():
+            if blueprint is None:
+                continue
+            await self.events.record(
+                ObjectRef("v1", "Secret", ref.namespace, ref.name, blueprint.uid),
+                type="Warning",
+                reason="ReplicationFailing",
+                action="Replicate",
+                note=f"namespace {namespace}: {FAILURES_BEFORE_EVENT} attempts failed; "
+                f"retrying in {delay:.0f}s",
+            )
+
+    async def _resync(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.resync_seconds)
+            log.info("periodic resync", extra={"namespaces": len(self.namespaces.store)})
+            self.enqueue_all()
+
+    async def lead(self) -> None:
+        """Leader work: reconcile everything once, then follow events, until cancelled."""
+        await self.wait_synced()
+        self.queue = WorkQueue()
+        self.active = True
+        try:
+            self.enqueue_all()
+            async with anyio.create_task_group() as tasks:
+                for _ in range(self.settings.max_concurrent_writes):
+                    tasks.start_soon(self._worker)
+                tasks.start_soon(self._resync)
+        finally:
+            self.active = False
+
+    async def run_informers(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            for informer in self.informers:
+                tasks.start_soon(informer.run)
+
+    def stuck(self, *, threshold: float) -> list[str]:
+        """Informers whose loop has made no progress (not even a retry) for ``threshold`` seconds."""
+        now = time.monotonic()
+        return [informer.name for informer in self.informers if now - informer.heartbeat > threshold]
+
+
+def _namespace_terminating(exc: ApiError) -> bool:
+    return exc.status in (403, 409) and "being terminated" in exc.message

@@ -1,0 +1,263 @@
+"""A lean JSON client over kubernetes_asyncio's ApiClient: rate limit, timeouts, clean errors.
+
+kubernetes_asyncio supplies connection configuration (in-cluster service account or kubeconfig,
+token refresh, TLS). Requests go through its ``call_api`` with ``_preload_content=False`` so that
+responses are plain JSON dicts: deserialising into generated model objects costs memory and CPU
+the caches do not need, and the generated code has no read timeout on watches.
+
+What it adds:
+- a token-bucket rate limit (``API_QPS``/``API_BURST``) on every request but long-running watches;
+- a timeout on every request, and an inactivity timeout on watch streams;
+- :class:`ApiError` carrying status, reason and the server's message — never a request or
+  response body, which for Secrets would contain data. (kubernetes_asyncio's own ``rest`` logger
+  prints response bodies at DEBUG; ``logs.py`` pins it to WARNING.)
+
+It knows nothing of blueprints: it is generic plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import anyio
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from secrets_operator import metrics
+
+JSON = dict[str, Any]
+Query = Sequence[tuple[str, str]]
+
+
+class ApiError(Exception):
+    """The API server refused a request, or it could not be reached (``status`` 0)."""
+
+    def __init__(
+        self, *, method: str, path: str, status: int, reason: str, message: str = "", retry_after: float = 0
+    ):
+        self.method, self.path, self.status = method, path, status
+        self.reason, self.message, self.retry_after = reason, message, retry_after
+        super().__init__(f"{method} {path}: {status} {reason}" + (f": {message}" if message else ""))
+
+    @property
+    def is_conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def is_gone(self) -> bool:
+        return self.status == 410 or self.reason == "Expired"
+
+
+class RateLimiter:
+    """Token bucket: ``burst`` requests at once, refilled at ``qps`` per second."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps, self.burst = qps, burst
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._lock = anyio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.qps)
+            self._updated = now
+            if self._tokens < 1:
+                wait = (1 - self._tokens) / self.qps
+                await anyio.sleep(wait)
+                self._tokens = 1.0
+                self._updated = time.monotonic()
+            self._tokens -= 1
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    try:
+        return max(0.0, float(headers.get("Retry-After", "0")))
+    except ValueError:
+        return 1.0
+
+
+def _status_message(body: bytes) -> tuple[str, str]:
+    """(reason, message) from a Status object; messages are cut short, bodies never echoed."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return "", ""
+    if not isinstance(status, dict) or status.get("kind") != "Status":
+        return "", ""
+    return str(status.get("reason", "")), str(status.get("message", ""))[:300]
+
+
+class Kube:
+    """One connection to the API server, shared by every informer, the elector and the writer."""
+
+    def __init__(
+        self, api_client: ApiClient, *, qps: float = 50, burst: int = 100, timeout: float = 30
+    ) -> None:
+        self.api_client = api_client
+        self.limiter = RateLimiter(qps, burst)
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(
+        cls, *, kubeconfig: str | None = None, qps: float = 50, burst: int = 100, max_connections: int = 64
+    ) -> Kube:
+        """In-cluster configuration in a Pod, else ``kubeconfig`` / KUBECONFIG / ~/.kube/config."""
+        configuration = Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            await kube_config.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration, persist_config=False
+            )
+        configuration.connection_pool_maxsize = max_connections
+        api_client = ApiClient(configuration=configuration)
+        api_client.user_agent = "secrets-operator"
+        return cls(api_client, qps=qps, burst=burst)
+
+    async def close(self) -> None:
+        await self.api_client.close()
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        metrics.API_REQUESTS.labels(verb=method).inc()
+        try:
+            response: aiohttp.ClientResponse = await self.api_client.call_api(
+                path,
+                method,
+                query_params=list(query),
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            metrics.API_ERRORS.labels(code="0").inc()
+            raise ApiError(
+                method=method, path=path, status=0, reason=type(exc).__name__, message=str(exc)
+            ) from None
+        if response.status >= 400:
+            payload = await response.read()
+            response.release()
+            reason, message = _status_message(payload)
+            metrics.API_ERRORS.labels(code=str(response.status)).inc()
+            raise ApiError(
+                method=method,
+                path=path,
+                status=response.status,
+                reason=reason or (response.reason or ""),
+                message=message,
+                retry_after=_retry_after(response.headers),
+            )
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> JSON:
+        """One rate-limited request; returns the decoded JSON body or raises ApiError."""
+        await self.limiter.acquire()
+        client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        response = await self._send(
+            method, path, query=query, body=body, content_type=content_type, timeout=client_timeout
+        )
+        try:
+            payload = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            metrics.API_ERRORS.labels(code="0").inc()
+            raise ApiError(
+                method=method, path=path, status=0, reason=type(exc).__name__, message=str(exc)
+            ) from None
+        finally:
+            response.release()
+        result: JSON = json.loads(payload) if payload else {}
+        return result
+
+    async def list_pages(self, path: str, *, query: Query = (), page_size: int = 500) -> AsyncIterator[JSON]:
+        """Every page of a paginated LIST (``limit`` + ``continue``)."""
+        token = ""
+        while True:
+            page_query = [*query, ("limit", str(page_size))]
+            if token:
+                page_query.append(("continue", token))
+            page = await self.request("GET", path, query=page_query)
+            yield page
+            token = page.get("metadata", {}).get("continue", "")
+            if not token:
+                return
+
+    async def watch(
+        self,
+        path: str,
+        *,
+        query: Query,
+        resource_version: str,
+        timeout_seconds: int,
+        inactivity_timeout: float,
+    ) -> AsyncIterator[JSON]:
+        """Watch events (decoded JSON, bookmarks included) until the server ends the stream.
+
+        Raises ApiError when the stream cannot be opened, breaks, or stays silent for longer
+        than ``inactivity_timeout`` (a half-open connection would otherwise hang forever).
+        """
+        await self.limiter.acquire()
+        watch_query = [
+            *query,
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=inactivity_timeout)
+        response = await self._send("GET", path, query=watch_query, timeout=timeout)
+        buffer = b""
+        try:
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+            if buffer.strip():
+                yield json.loads(buffer)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reason = (
+                "InactivityTimeout"
+                if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError)
+                else "StreamBroken"
+            )
+            raise ApiError(
+                method="WATCH", path=path, status=0, reason=reason, message=type(exc).__name__
+            ) from None
+        except ValueError:
+            raise ApiError(
+                method="WATCH", path=path, status=0, reason="BadStream", message="undecodable event"
+            ) from None
+        finally:
+            response.release()

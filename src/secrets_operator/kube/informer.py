@@ -1,0 +1,192 @@
+"""List+watch into a trimmed in-memory cache, the way client-go's reflector does it.
+
+1. LIST (paginated), remember the list's resourceVersion, replace the cache, and report every
+   difference to the previous cache (so a relist after an outage triggers the right reconciles).
+2. WATCH from that resourceVersion with bookmarks and a randomised server timeout; every event,
+   bookmarks included, advances the resourceVersion. A stream the server ends is simply reopened.
+3. A client-side inactivity timeout (bookmarks arrive about every minute) catches half-open
+   connections.
+4. 410 Gone (as a status or an ERROR event) → relist. 429 → wait for Retry-After. Any other
+   error → exponential backoff with jitter (0.8 s doubling to 30 s), reset by a healthy stream.
+
+Objects are reduced by a ``trim`` function as they arrive, so the cache holds only what the
+caller needs (for Secrets: never the data, unless the caller asks for it). Consumers get a
+callback per change; they must not block.
+
+What it does not do: interpret objects. Keys are ``namespace/name`` (or ``name``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Generic, NoReturn, TypeVar
+
+import anyio
+
+from secrets_operator import metrics
+from secrets_operator.kube.client import JSON, ApiError, Kube, Query
+
+T = TypeVar("T")
+Trim = Callable[[JSON], T]
+OnChange = Callable[[str, "T | None", "T | None"], None]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 0.8
+BACKOFF_MAX = 30.0
+
+
+def object_key(obj: JSON) -> str:
+    metadata = obj.get("metadata", {})
+    namespace = metadata.get("namespace")
+    return f"{namespace}/{metadata['name']}" if namespace else str(metadata["name"])
+
+
+class Backoff:
+    """Exponential backoff with jitter; ``reset()`` after a healthy period."""
+
+    def __init__(self, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX) -> None:
+        self.initial, self.maximum = initial, maximum
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * 2)
+        return delay * random.uniform(1.0, 1.5)
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class Informer(Generic[T]):
+    """A cache of one resource collection kept current by list+watch."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        name: str,
+        path: str,
+        trim: Trim[T],
+        on_change: OnChange[T] | None = None,
+        query: Query = (),
+        page_size: int = 500,
+        inactivity_timeout: float = 70.0,
+        watch_timeout: tuple[int, int] = (300, 600),
+    ) -> None:
+        self.kube, self.name, self.path, self.query = kube, name, path, tuple(query)
+        self.trim, self.on_change = trim, on_change
+        self.page_size = page_size
+        self.inactivity_timeout = inactivity_timeout
+        self.watch_timeout = watch_timeout
+        self.store: dict[str, T] = {}
+        self.resource_version = ""
+        self.synced = anyio.Event()
+        self.heartbeat = time.monotonic()
+        self.last_error: str = ""
+
+    # -- one-shot use (check, sync --once)
+
+    async def list_once(self) -> None:
+        """LIST everything into the cache without watching (used by read-only commands)."""
+        await self._relist()
+
+    # -- continuous use
+
+    async def run(self) -> NoReturn:
+        """List, then watch forever; never returns, recovers from every API error."""
+        backoff = Backoff()
+        need_list = True
+        while True:
+            self.heartbeat = time.monotonic()
+            try:
+                if need_list:
+                    await self._relist()
+                    need_list = False
+                    backoff.reset()
+                healthy = await self._watch_once()
+                if healthy:
+                    backoff.reset()
+                metrics.WATCH_RESTARTS.labels(informer=self.name, reason="timeout").inc()
+            except ApiError as exc:
+                self.last_error = str(exc)
+                if exc.is_gone:
+                    log.info("watch expired, relisting", extra={"informer": self.name})
+                    metrics.WATCH_RESTARTS.labels(informer=self.name, reason="gone").inc()
+                    need_list = True
+                    continue
+                metrics.WATCH_RESTARTS.labels(informer=self.name, reason="error").inc()
+                delay = exc.retry_after if exc.status == 429 and exc.retry_after else backoff.next()
+                log.warning(
+                    "list/watch failed, retrying",
+                    extra={"informer": self.name, "error": str(exc), "retry_in": round(delay, 2)},
+                )
+                self.heartbeat = time.monotonic()
+                await anyio.sleep(delay)
+
+    async def _relist(self) -> None:
+        fresh: dict[str, T] = {}
+        resource_version = ""
+        async for page in self.kube.list_pages(self.path, query=self.query, page_size=self.page_size):
+            for item in page.get("items", []):
+                fresh[object_key(item)] = self.trim(item)
+            resource_version = page.get("metadata", {}).get("resourceVersion", resource_version)
+            self.heartbeat = time.monotonic()
+        old, self.store = self.store, fresh
+        self.resource_version = resource_version
+        if self.on_change is not None:
+            for key, new in fresh.items():
+                previous = old.get(key)
+                if previous != new:
+                    self.on_change(key, previous, new)
+            for key in old.keys() - fresh.keys():
+                self.on_change(key, old[key], None)
+        self.synced.set()
+
+    async def _watch_once(self) -> bool:
+        """One watch stream until the server closes it; True when it delivered anything."""
+        delivered = False
+        timeout_seconds = random.randint(*self.watch_timeout)
+        async for event in self.kube.watch(
+            self.path,
+            query=self.query,
+            resource_version=self.resource_version,
+            timeout_seconds=timeout_seconds,
+            inactivity_timeout=self.inactivity_timeout,
+        ):
+            self.heartbeat = time.monotonic()
+            self._apply(event)
+            delivered = True
+        return delivered
+
+    def _apply(self, event: JSON) -> None:
+        kind = event.get("type")
+        obj: dict[str, Any] = event.get("object") or {}
+        if kind == "ERROR":
+            code = int(obj.get("code", 0) or 0)
+            raise ApiError(
+                method="WATCH",
+                path=self.path,
+                status=code,
+                reason=str(obj.get("reason", "")),
+                message=str(obj.get("message", ""))[:300],
+            )
+        resource_version = obj.get("metadata", {}).get("resourceVersion")
+        if resource_version:
+            self.resource_version = resource_version
+        if kind == "BOOKMARK":
+            return
+        key = object_key(obj)
+        previous = self.store.get(key)
+        if kind in ("ADDED", "MODIFIED"):
+            new = self.trim(obj)
+            self.store[key] = new
+            if self.on_change is not None and previous != new:
+                self.on_change(key, previous, new)
+        elif kind == "DELETED":
+            self.store.pop(key, None)
+            if self.on_change is not None and previous is not None:
+                self.on_change(key, previous, None)

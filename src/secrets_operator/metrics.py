@@ -1,0 +1,71 @@
+"""Every Prometheus metric the operator exports, defined in one place.
+
+Labels carry only names the operator is configured with or derives (blueprint ``namespace/name``,
+states, verbs, status codes): never Secret data, and never per-namespace labels, whose
+cardinality would grow with the cluster.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+LEADER = Gauge(
+    "secrets_operator_leader",
+    "1 while this replica holds the Lease and may write, else 0.",
+    registry=REGISTRY,
+)
+RECONCILES = Counter(
+    "secrets_operator_reconciles_total",
+    "Namespace reconciles by result (success, error).",
+    ["result"],
+    registry=REGISTRY,
+)
+WRITES = Counter(
+    "secrets_operator_writes_total",
+    "Writes to copies by action (create, update, replace, delete) and result (success, conflict, error).",
+    ["action", "result"],
+    registry=REGISTRY,
+)
+COPIES = Gauge(
+    "secrets_operator_copies",
+    "Blueprint x namespace pairs by state (in_sync, missing, drifted, conflict, excluded, ...).",
+    ["blueprint", "state"],
+    registry=REGISTRY,
+)
+PROPAGATION = Histogram(
+    "secrets_operator_propagation_seconds",
+    "Time from observing a change (event) to the copy being written.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    "secrets_operator_watch_restarts_total",
+    "Watch streams restarted, by informer and reason (timeout, gone, error).",
+    ["informer", "reason"],
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "secrets_operator_api_requests_total",
+    "Requests sent to the API server, by HTTP verb (watches count as GET).",
+    ["verb"],
+    registry=REGISTRY,
+)
+API_ERRORS = Counter(
+    "secrets_operator_api_errors_total",
+    "API requests that failed, by HTTP status code (0: no response).",
+    ["code"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "secrets_operator_queue_depth",
+    "Namespaces waiting to be reconciled.",
+    registry=REGISTRY,
+)
+LEADER_TRANSITIONS = Counter(
+    "secrets_operator_leadership_changes_total",
+    "Times this replica started or stopped leading, by event (acquired, lost, released).",
+    ["event"],
+    registry=REGISTRY,
+)
