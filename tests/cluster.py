@@ -416,6 +416,7 @@ class ControlPlane:
                 f"--kubeconfig={self.admin_kubeconfig}",
                 f"--authentication-kubeconfig={self.admin_kubeconfig}",
                 f"--authorization-kubeconfig={self.admin_kubeconfig}",
+                "--authentication-skip-lookup=true",
                 f"--controllers={','.join(CONTROLLERS)}",
                 f"--service-account-private-key-file={self.pki.sa_key}",
                 f"--root-ca-file={self.pki.ca_cert}",
@@ -440,7 +441,11 @@ class ControlPlane:
         )
 
     def restart_apiserver(self) -> None:
-        """Stop and start kube-apiserver on the same port (etcd keeps the data)."""
+        """Stop and start kube-apiserver on the same port (etcd keeps the data).
+
+        Call it from the thread that started the plane: PR_SET_PDEATHSIG kills a child when
+        the *thread* that started it exits, so a child started from a pool thread dies early.
+        """
         self.processes["kube-apiserver"].stop()
         self.start_apiserver()
 

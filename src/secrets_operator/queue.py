@@ -64,7 +64,8 @@ class WorkQueue:
         """Queue ``key`` again after its next backoff delay; returns the delay."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = min(self.max_delay, self.base_delay * 2.0**failures)
+        # Cap the exponent: 2.0**1024 overflows, and a key may fail for days.
+        delay = min(self.max_delay, self.base_delay * 2.0 ** min(failures, 64))
         self.add_after(key, delay)
         return delay
 

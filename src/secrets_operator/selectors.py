@@ -21,14 +21,14 @@ Operator = Literal["=", "!=", "in", "notin", "exists", "!exists", "gt", "lt"]
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _NAME_RE = re.compile(rf"^{_NAME}$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SPECIALS = set(",()=!<> \t")
+_SPECIALS = set(",()=!<>") | set(" \t\r\n")
 
 
 def validate_label_key(key: str) -> None:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(prefix)):
         raise ValueError(f"invalid label key {key!r}: prefix must be a DNS subdomain")
-    if not name or len(name) > 63 or not _NAME_RE.match(name):
+    if not name or len(name) > 63 or not _NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid label key {key!r}: name must be 1-63 characters, alphanumeric at both ends, "
             "with '-', '_' or '.' in between"
@@ -36,7 +36,7 @@ def validate_label_key(key: str) -> None:
 
 
 def validate_label_value(value: str) -> None:
-    if value and (len(value) > 63 or not _NAME_RE.match(value)):
+    if value and (len(value) > 63 or not _NAME_RE.fullmatch(value)):
         raise ValueError(
             f"invalid label value {value!r}: must be empty or 1-63 characters, alphanumeric at both "
             "ends, with '-', '_' or '.' in between"
@@ -93,7 +93,7 @@ def _tokens(text: str) -> list[str]:
     i = 0
     while i < len(text):
         char = text[i]
-        if char in " \t":
+        if char.isspace():
             i += 1
         elif text.startswith(("==", "!="), i):
             tokens.append(text[i : i + 2])

@@ -38,12 +38,12 @@ def _split(value: Any) -> Any:
 
 
 def _check_namespace(name: str, what: str) -> None:
-    if len(name) > 63 or not _DNS_LABEL.match(name):
+    if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
         raise ValueError(f"{what} {name!r} is not a valid namespace name (lowercase DNS label)")
 
 
 def _check_secret_name(name: str) -> None:
-    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         raise ValueError(f"{name!r} is not a valid Secret name (lowercase DNS subdomain)")
 
 
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     """The operator's settings. Field descriptions feed ``--help`` and docs/configuration.md."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True, allow_inf_nan=False
     )
 
     blueprints: Annotated[tuple[BlueprintRef, ...], NoDecode] = Field(
@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     lease_duration_seconds: float = Field(
         default=15.0,
         gt=0,
+        le=86400,
         description="How long a Lease stays valid without renewal; must exceed RENEW_DEADLINE_SECONDS.",
         json_schema_extra={"example": "15"},
     )
@@ -163,6 +164,7 @@ class Settings(BaseSettings):
     resync_seconds: float = Field(
         default=600.0,
         gt=0,
+        le=7 * 86400,
         description="Period of the full reconcile from the caches (writes only what differs).",
         json_schema_extra={"example": "300"},
     )
@@ -226,6 +228,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_globs(cls, value: Any) -> Any:
         return _split(value)
+
+    @field_validator("include_namespaces")
+    @classmethod
+    def _check_include(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("is empty, so no namespace would ever be a target; use * for all")
+        return value
 
     @field_validator("lease_name")
     @classmethod
@@ -294,6 +303,7 @@ _SHOW_INPUT = {
     "float_parsing",
     "int_parsing",
     "bool_parsing",
+    "finite_number",
 }
 
 

@@ -109,12 +109,17 @@ class Kube:
     ) -> Kube:
         """In-cluster configuration in a Pod, else ``kubeconfig`` / KUBECONFIG / ~/.kube/config."""
         configuration = Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            await kube_config.load_kube_config(
-                config_file=kubeconfig, client_configuration=configuration, persist_config=False
-            )
+        try:
+            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                await kube_config.load_kube_config(
+                    config_file=kubeconfig, client_configuration=configuration, persist_config=False
+                )
+        except (kube_config.ConfigException, OSError) as exc:
+            raise ApiError(
+                method="CONNECT", path="", status=0, reason="NoConfiguration", message=str(exc)[:300]
+            ) from None
         configuration.connection_pool_maxsize = max_connections
         api_client = ApiClient(configuration=configuration)
         api_client.user_agent = "secrets-operator"

@@ -60,10 +60,6 @@ class EventRecorder:
         last = self._said.get(key)
         if last is not None and now - last < self.repeat_after:
             return
-        self._said[key] = now
-        self._said.move_to_end(key)
-        while len(self._said) > self.memory:
-            self._said.popitem(last=False)
         involved = {
             "apiVersion": regarding.api_version,
             "kind": regarding.kind,
@@ -75,7 +71,12 @@ class EventRecorder:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{regarding.name}.", "namespace": regarding.namespace},
+            # client-go's naming: the object's name and a unique suffix (generateName would need
+            # a trailing character that is valid at the end of a DNS subdomain).
+            "metadata": {
+                "name": f"{regarding.name[:230]}.{time.time_ns():x}",
+                "namespace": regarding.namespace,
+            },
             "eventTime": format_microtime(utcnow()),
             "reportingController": self.reporting_controller,
             "reportingInstance": self.reporting_instance[:128],
@@ -91,3 +92,8 @@ class EventRecorder:
             )
         except ApiError as exc:
             log.warning("could not record an Event", extra={"reason": reason, "error": str(exc)})
+            return
+        self._said[key] = now
+        self._said.move_to_end(key)
+        while len(self._said) > self.memory:
+            self._said.popitem(last=False)

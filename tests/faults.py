@@ -1,0 +1,235 @@
+"""A reverse proxy between one operator replica and the API server that tests can make misbehave.
+
+The operator talks plain HTTP to the proxy (on loopback); the proxy talks TLS to the real
+kube-apiserver with the admin credentials. Tests flip its switches to produce exactly the
+failures the operator must survive:
+
+- ``cut_watches()``: close every open watch stream now;
+- ``gone_next_watches``: answer the next N watch requests (whose path contains ``gone_path``)
+  with an ERROR event carrying 410 Gone (what kube-apiserver does when the requested
+  resourceVersion is too old);
+- ``hold_watches``: keep new watch requests waiting until released;
+- ``fail_ratio`` / ``throttle_ratio``: answer that share of non-watch requests with 500/503, or
+  429 with ``Retry-After``;
+- ``latency``: delay every request;
+- ``blackhole``: accept requests and never answer (a network partition of this replica).
+
+Every write that reaches the API server is logged with its time and outcome, so tests can
+check who wrote when.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import ssl
+import time
+from typing import Any
+
+import aiohttp
+import anyio
+from aiohttp import web
+
+from tests.cluster import free_port
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+    "host",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Write:
+    """One write that went through the proxy."""
+
+    started: float  # monotonic
+    finished: float
+    method: str
+    path: str
+    status: int
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": reason,
+        "message": message,
+        "code": code,
+    }
+
+
+class FaultProxy:
+    """See the module docstring. ``async with FaultProxy(...) as proxy:`` serves on ``proxy.url``."""
+
+    def __init__(
+        self, upstream: str, ssl_context: ssl.SSLContext, *, authorization: str = "", name: str = "proxy"
+    ) -> None:
+        self.upstream, self.ssl_context, self.name = upstream.rstrip("/"), ssl_context, name
+        self.authorization = authorization
+        self.port = free_port()
+        self.gone_next_watches = 0
+        self.gone_path = ""
+        self.gone_served = 0
+        self.fail_ratio = 0.0
+        self.throttle_ratio = 0.0
+        self.latency = 0.0
+        self.blackhole = False
+        self.hold_watches = False
+        self.writes: list[Write] = []
+        self.requests = 0
+        self.watches_served = 0
+        self._watch_responses: set[web.StreamResponse] = set()
+        self._released = anyio.Event()
+        self._healed = anyio.Event()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kubeconfig(self) -> str:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": self.name, "cluster": {"server": self.url}}],
+            "users": [{"name": self.name, "user": {}}],
+            "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": self.name}}],
+            "current-context": self.name,
+        }
+        return json.dumps(config)
+
+    def heal(self) -> None:
+        """Turn every fault off."""
+        self.gone_next_watches = 0
+        self.fail_ratio = self.throttle_ratio = self.latency = 0.0
+        self.blackhole = False
+        self._healed.set()
+        self._healed = anyio.Event()
+        self.release_watches()
+
+    def release_watches(self) -> None:
+        self.hold_watches = False
+        self._released.set()
+        self._released = anyio.Event()
+
+    def cut_watches(self) -> int:
+        """Close every open watch stream; returns how many were cut."""
+        cut = 0
+        for response in list(self._watch_responses):
+            transport = response._req.transport if response._req is not None else None
+            if transport is not None:
+                transport.close()
+                cut += 1
+        return cut
+
+    async def __aenter__(self) -> FaultProxy:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context, limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False,
+        )
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.heal()
+        self.cut_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        is_watch = request.query.get("watch") in ("true", "1")
+        if self.blackhole:
+            # Never answer; once healed, drop the connection the way a partition's connections
+            # eventually die, so the client has to reconnect.
+            await self._healed.wait()
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("partition healed")
+        if self.latency:
+            await anyio.sleep(self.latency)
+        if is_watch:
+            return await self._watch(request)
+        roll = random.random()
+        if roll < self.throttle_ratio:
+            return web.json_response(
+                _status(429, "TooManyRequests", "injected throttle"), status=429, headers={"Retry-After": "1"}
+            )
+        if roll < self.throttle_ratio + self.fail_ratio:
+            code = random.choice((500, 503))
+            return web.json_response(_status(code, "InternalError", "injected failure"), status=code)
+        started = time.monotonic()
+        body = await request.read()
+        assert self._session is not None
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            headers=self._forward_headers(request),
+            data=body or None,
+        ) as upstream:
+            payload = await upstream.read()
+            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+                self.writes.append(
+                    Write(started, time.monotonic(), request.method, request.path, upstream.status)
+                )
+            return web.Response(body=payload, status=upstream.status, headers=self._back_headers(upstream))
+
+    async def _watch(self, request: web.Request) -> web.StreamResponse:
+        while self.hold_watches:
+            await self._released.wait()
+        if self.gone_next_watches > 0 and self.gone_path in request.path:
+            self.gone_next_watches -= 1
+            self.gone_served += 1
+            event = {
+                "type": "ERROR",
+                "object": _status(410, "Expired", "too old resource version (injected)"),
+            }
+            return web.Response(body=json.dumps(event).encode() + b"\n", content_type="application/json")
+        assert self._session is not None
+        self.watches_served += 1
+        async with self._session.get(
+            self.upstream + request.path_qs, headers=self._forward_headers(request)
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status, headers=self._back_headers(upstream))
+            await response.prepare(request)
+            self._watch_responses.add(response)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except (ConnectionResetError, aiohttp.ClientError):
+                pass
+            finally:
+                self._watch_responses.discard(response)
+            return response
+
+    def _forward_headers(self, request: web.Request) -> dict[str, str]:
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP | {"authorization"}
+        }
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        return headers
+
+    @staticmethod
+    def _back_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+        return {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}

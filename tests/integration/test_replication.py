@@ -1,0 +1,312 @@
+"""What a platform team sees: copies appear, follow their blueprint, and come back when damaged.
+
+Every test runs the operator as a subprocess against the real control plane and checks the
+cluster's state from outside, the way a user would.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kubernetes_asyncio import client
+
+from tests.integration.conftest import HASH, MANAGED_BY, SOURCE, Scenario, b64
+from tests.support import wait_for
+
+HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
+
+
+async def test_copy_appears_in_a_namespace_created_after_start(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD, labels={"team": "platform"})
+    operator = scenario.operator(copy_metadata="team")
+    await operator.wait_ready()
+    started = time.monotonic()
+    namespace = await scenario.namespace("new")
+    copy = await scenario.wait_copy(namespace, HTPASSWD)
+    print(f"new namespace -> copy observed by polling: {(time.monotonic() - started) * 1000:.0f} ms")
+    assert copy.type == "Opaque"
+    assert copy.metadata.labels[MANAGED_BY] == "secrets-operator"
+    assert copy.metadata.labels["team"] == "platform"
+    assert copy.metadata.annotations[SOURCE] == f"{scenario.home}/{scenario.secret_name}"
+    assert len(copy.metadata.annotations[HASH]) == 64
+
+
+async def test_blueprint_update_reaches_every_existing_copy(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"t{i}") for i in range(5)]
+    operator = scenario.operator()
+    await operator.wait_ready()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD)
+    rotated = {"auth": "alice:$apr1$new$rotated", "extra": "second key"}
+    await scenario.update_blueprint(rotated)
+    for namespace in targets:
+        await scenario.wait_copy(namespace, rotated)
+
+
+async def test_removed_blueprint_key_is_removed_from_copies(scenario: Scenario) -> None:
+    await scenario.blueprint({"a": "1", "b": "2"})
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator()
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, {"a": "1", "b": "2"})
+    await scenario.update_blueprint({"a": "1"})
+    await scenario.wait_copy(namespace, {"a": "1"})
+
+
+async def test_edited_copy_is_restored(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator()
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, HTPASSWD)
+    await scenario.core.patch_namespaced_secret(
+        scenario.secret_name, namespace, {"data": {"auth": b64("mallory:tampered"), "injected": b64("x")}}
+    )
+    await scenario.wait_copy(namespace, HTPASSWD)
+
+
+async def test_deleted_copy_comes_back(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator()
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, HTPASSWD)
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, namespace)
+    await scenario.wait_copy(namespace, HTPASSWD)
+
+
+async def test_unmanaged_twin_is_left_alone_and_reported_with_skip(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    other = await scenario.namespace("u")
+    await scenario.core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"mine": "keep me"}
+        ),
+    )
+    operator = scenario.operator()
+    await operator.wait_ready()
+    await scenario.wait_copy(other, HTPASSWD)  # the operator has done its first pass
+
+    async def conflict_event() -> bool:
+        return any(
+            event.reason == "Conflict" and namespace in (event.note or "")
+            for event in await scenario.events()
+        )
+
+    await wait_for(conflict_event, timeout=20, what="a Conflict event on the blueprint")
+    twin = await scenario.copy(namespace)
+    assert twin is not None
+    assert twin.data == {"mine": b64("keep me")}
+    assert MANAGED_BY not in (twin.metadata.labels or {})
+    assert (await operator.metrics()).value("secrets_operator_copies", state="conflict") == 1
+
+
+async def test_unmanaged_twin_is_adopted_with_adopt(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    await scenario.core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=scenario.secret_name, labels={"owner": "someone"}),
+            string_data={"mine": "replace me"},
+        ),
+    )
+    operator = scenario.operator(conflict_policy="adopt")
+    await operator.wait_ready()
+    adopted = await scenario.wait_copy(namespace, HTPASSWD)
+    assert adopted.metadata.labels["owner"] == "someone"  # others' labels survive adoption
+
+
+async def test_excluded_unselected_and_opted_out_namespaces_get_nothing(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    selected = await scenario.namespace("sel", labels={"tier": "web"})
+    unselected = await scenario.namespace("unsel", labels={"tier": "db"})
+    opted_out = await scenario.namespace("out", labels={"tier": "web", "secrets-operator.io/exclude": "true"})
+    excluded = await scenario.namespace("skipme", labels={"tier": "web"})
+    operator = scenario.operator(namespace_selector="tier=web", exclude_namespaces=f"{scenario.prefix}-skip*")
+    await operator.wait_ready()
+    await scenario.wait_copy(selected, HTPASSWD)
+
+    async def planned() -> bool:
+        # Every namespace of the scenario has been reconciled at least once.
+        return (await operator.metrics()).value("secrets_operator_copies", state="excluded") >= 4
+
+    await wait_for(planned, timeout=20, what="all namespaces to be planned")
+    for namespace in (unselected, opted_out, excluded, scenario.home):
+        copy = await scenario.copy(namespace)
+        if namespace == scenario.home:
+            assert copy is not None  # the blueprint itself, untouched
+            assert MANAGED_BY not in (copy.metadata.labels or {})
+        else:
+            assert copy is None, namespace
+
+
+async def test_relabelled_namespace_gains_and_with_prune_loses_its_copy(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t", labels={"tier": "db"})
+    operator = scenario.operator(namespace_selector="tier=web", prune="true")
+    await operator.wait_ready()
+    await scenario.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "web"}}})
+    await scenario.wait_copy(namespace, HTPASSWD)
+    await scenario.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "db"}}})
+    await scenario.wait_no_copy(namespace)
+
+
+async def test_copies_stay_when_the_namespace_leaves_the_selector_without_prune(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t", labels={"tier": "web"})
+    operator = scenario.operator(namespace_selector="tier=web")
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, HTPASSWD)
+    await scenario.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "db"}}})
+
+    async def excluded() -> bool:
+        return (await operator.metrics()).value("secrets_operator_copies", state="excluded") >= 2
+
+    await wait_for(excluded, timeout=20, what="the namespace to be seen as excluded")
+    assert await scenario.copy(namespace) is not None
+
+
+async def test_missing_blueprint_is_reported_then_copied_once_created(scenario: Scenario) -> None:
+    await scenario.namespace("home")
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator()
+    await operator.wait_ready()
+
+    async def reported() -> bool:
+        return (await operator.metrics()).value("secrets_operator_copies", state="blueprint_missing") >= 1
+
+    await wait_for(reported, timeout=20, what="the missing blueprint to be reported")
+    assert "blueprint does not exist" in operator.log
+    await scenario.blueprint(HTPASSWD)
+    await scenario.wait_copy(namespace, HTPASSWD)
+
+
+async def test_deleted_blueprint_prunes_copies_only_with_prune(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator(prune="true")
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, HTPASSWD)
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+    await scenario.wait_no_copy(namespace)
+
+
+async def test_service_account_token_blueprint_is_refused(scenario: Scenario) -> None:
+    await scenario.namespace("home")
+    await scenario.core.create_namespaced_service_account(
+        scenario.home, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="robot"))
+    )
+    await scenario.core.create_namespaced_secret(
+        scenario.home,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=scenario.secret_name, annotations={"kubernetes.io/service-account.name": "robot"}
+            ),
+            type="kubernetes.io/service-account-token",
+        ),
+    )
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator()
+    await operator.wait_ready()
+
+    async def refused_event() -> bool:
+        return any(event.reason == "Refused" for event in await scenario.events())
+
+    await wait_for(refused_event, timeout=20, what="a Refused event on the blueprint")
+    assert await scenario.copy(namespace) is None
+
+
+async def test_type_change_replaces_the_copy(scenario: Scenario) -> None:
+    await scenario.blueprint({"username": "u", "password": "p"}, type="kubernetes.io/basic-auth")
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator()
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, {"username": "u", "password": "p"})
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+    await scenario.blueprint({"auth": "x"})
+
+    async def replaced() -> bool:
+        copy = await scenario.copy(namespace)
+        return copy is not None and copy.type == "Opaque" and copy.data == {"auth": b64("x")}
+
+    await wait_for(replaced, timeout=20, what="the copy to be replaced with the new type")
+
+
+async def test_immutable_copy_is_replaced_when_the_blueprint_changes(scenario: Scenario) -> None:
+    await scenario.blueprint({"v": "1"}, immutable=True)
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator()
+    await operator.wait_ready()
+    first = await scenario.wait_copy(namespace, {"v": "1"})
+    assert first.immutable is True
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+    await scenario.blueprint({"v": "2"}, immutable=True)
+    second = await scenario.wait_copy(namespace, {"v": "2"})
+    assert second.immutable is True
+    assert second.metadata.uid != first.metadata.uid
+
+
+async def test_restart_in_sync_makes_zero_writes(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"t{i}") for i in range(5)]
+    first = scenario.operator("first")
+    await first.wait_ready()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD)
+    first.stop()
+
+    second = scenario.operator("second")
+    await second.wait_ready()
+    listed = await scenario.core.list_namespace()
+    everything = len(listed.items)
+
+    async def first_pass_done() -> bool:
+        metrics = await second.metrics()
+        return metrics.value("secrets_operator_reconciles_total") >= everything
+
+    await wait_for(first_pass_done, timeout=30, what="the restarted operator's first full pass")
+    metrics = await second.metrics()
+    assert metrics.value("secrets_operator_writes_total") == 0
+    assert metrics.value("secrets_operator_api_requests_total", verb="POST") <= 1  # the Lease at most
+    assert metrics.value("secrets_operator_api_requests_total", verb="PATCH") == 0
+    assert metrics.value("secrets_operator_api_requests_total", verb="DELETE") == 0
+    assert metrics.value("secrets_operator_copies", state="in_sync") == len(targets)
+
+
+async def test_check_reports_states_and_sync_once_repairs(scenario: Scenario) -> None:
+    import os
+    import sys
+
+    import anyio
+
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_OPERATOR_")}
+    env.update(scenario.env())
+    env["KUBECONFIG"] = str(scenario.cluster.kubeconfig)
+    check = await anyio.run_process([sys.executable, "-m", "secrets_operator", "check"], env=env, check=False)
+    assert check.returncode == 1
+    report = check.stdout.decode()
+    assert namespace in report
+    assert "missing" in report
+
+    dry = await anyio.run_process(
+        [sys.executable, "-m", "secrets_operator", "sync", "--once", "--dry-run"], env=env, check=False
+    )
+    assert dry.returncode == 0
+    assert f"would create {namespace}/{scenario.secret_name}" in dry.stdout.decode()
+    assert await scenario.copy(namespace) is None
+
+    applied = await anyio.run_process(
+        [sys.executable, "-m", "secrets_operator", "sync", "--once"], env=env, check=False
+    )
+    assert applied.returncode == 0, applied.stderr.decode()
+    await scenario.wait_copy(namespace, HTPASSWD, timeout=5)
+
+    again = await anyio.run_process([sys.executable, "-m", "secrets_operator", "check"], env=env, check=False)
+    assert again.returncode == 0, again.stdout.decode()
+    assert "in_sync" in again.stdout.decode()

@@ -1,0 +1,118 @@
+"""The operator survives what real clusters do to it, and never leaks Secret data while at it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import sys
+
+import anyio
+from kubernetes_asyncio import client
+
+from tests.conftest import Cluster
+from tests.integration.conftest import Scenario, StartProxy, b64
+from tests.support import wait_for
+
+
+async def test_expired_watch_relists_and_repairs_what_changed_meanwhile(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    await scenario.blueprint({"auth": "carol:pw"})
+    namespace = await scenario.namespace("t")
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, "a")
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, {"auth": "carol:pw"})
+
+    # Hold every reconnecting watch, cut the current ones, change things meanwhile, then let
+    # the copies' watch come back to a 410 Gone: only a relist can show it what happened.
+    proxy.hold_watches = True
+    proxy.gone_path = "/api/v1/secrets"
+    proxy.gone_next_watches = 1
+    proxy.cut_watches()
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, namespace)
+    proxy.release_watches()
+
+    await scenario.wait_copy(namespace, {"auth": "carol:pw"})
+    assert proxy.gone_served == 1
+    metrics = await operator.metrics()
+    assert (
+        metrics.value(
+            "secrets_operator_watch_restarts_total", informer=f"copies {scenario.secret_name}", reason="gone"
+        )
+        >= 1
+    )
+
+
+async def test_operator_recovers_when_the_api_server_restarts(scenario: Scenario, cluster: Cluster) -> None:
+    if cluster.plane is None:
+        import pytest
+
+        pytest.skip("restarting the API server needs the local control plane")
+    await scenario.blueprint({"auth": "dave:pw"})
+    operator = scenario.operator()
+    await operator.wait_ready()
+    before = await scenario.namespace("before")
+    await scenario.wait_copy(before, {"auth": "dave:pw"})
+
+    # On this thread, not a worker thread: children die with the thread that started them.
+    cluster.plane.restart_apiserver()
+
+    after = await scenario.namespace("after")
+    await scenario.wait_copy(after, {"auth": "dave:pw"}, timeout=60)
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, before)
+    await scenario.wait_copy(before, {"auth": "dave:pw"})
+
+
+async def test_secret_data_never_appears_in_logs_events_metrics_or_reports(scenario: Scenario) -> None:
+    canary = f"CANARY-{secrets.token_hex(8)}"
+    rotated = f"CANARY-{secrets.token_hex(8)}"
+    leaks = {canary, rotated, b64(canary), b64(rotated)}
+    await scenario.blueprint({"password": canary}, annotations={"note": "annotations are not data"})
+    target = await scenario.namespace("t")
+    twin = await scenario.namespace("twin")
+    await scenario.core.create_namespaced_secret(
+        twin,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"password": canary}
+        ),
+    )
+    operator = scenario.operator(log_level="DEBUG")  # the most verbose it gets
+    await operator.wait_ready()
+    await scenario.wait_copy(target, {"password": canary})
+    await scenario.update_blueprint({"password": rotated})
+    await scenario.wait_copy(target, {"password": rotated})
+    await scenario.core.patch_namespaced_secret(
+        scenario.secret_name, target, {"data": {"password": b64(canary)}}
+    )
+    await scenario.wait_copy(target, {"password": rotated})
+
+    async def conflict_reported() -> bool:
+        return any(event.reason == "Conflict" for event in await scenario.events())
+
+    await wait_for(conflict_reported, timeout=20, what="the conflict Event")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_OPERATOR_")}
+    env.update(scenario.env(log_level="DEBUG", log_format="text"))
+    env["KUBECONFIG"] = str(scenario.cluster.kubeconfig)
+    outputs = []
+    for command in (["check"], ["check", "--output", "json"], ["sync", "--once", "--dry-run"]):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "secrets_operator", *command], env=env, check=False
+        )
+        outputs.append(done.stdout.decode() + done.stderr.decode())
+
+    events = [await scenario.events(ns) for ns in (scenario.home, target, twin)]
+    notes = " ".join(f"{e.reason} {e.note} {e.action}" for batch in events for e in batch)
+    metrics = (await operator.metrics()).text
+    for where, text in [
+        ("operator log", operator.log),
+        ("events", notes),
+        ("metrics", metrics),
+        *((f"command output {i}", out) for i, out in enumerate(outputs)),
+    ]:
+        for leak in leaks:
+            assert leak not in text, f"Secret data leaked into the {where}"
+    assert "created copy" in operator.log  # the log did record what happened
+    assert base64.b64decode(b64(canary)).decode() == canary

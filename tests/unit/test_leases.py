@@ -1,0 +1,347 @@
+"""The Lease state machine decides whether this replica may write; a mistake means two writers.
+
+Leader election hinges on a few pure rules, tested here without a cluster and with a clock the
+test moves: when another replica's claim counts as live (timed locally from when the record was
+last seen *changing*, never from remote timestamps), what record we write to take, keep or give
+up the Lease (acquireTime and leaseTransitions, as ``kubectl describe lease`` shows them), how
+MicroTime is written and read, the Kubernetes field names, and the timing rule the elector refuses
+to start without.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from secrets_operator.kube.leases import (
+    LeaderElector,
+    LeaseObservation,
+    LeaseRecord,
+    format_microtime,
+    parse_microtime,
+)
+
+ME = "replica-a"
+OTHER = "replica-b"
+T0 = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC)
+T1 = T0 + datetime.timedelta(seconds=30)
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the test says so."""
+
+    def __init__(self, now: float = 500.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def held(
+    holder: str = OTHER,
+    *,
+    duration: int = 15,
+    renew_time: str = "2024-05-06T07:08:09.000000Z",
+    transitions: int = 3,
+    resource_version: str = "100",
+) -> LeaseRecord:
+    return LeaseRecord(
+        holder=holder,
+        duration_seconds=duration,
+        acquire_time="2024-05-06T07:00:00.000000Z",
+        renew_time=renew_time,
+        transitions=transitions,
+        resource_version=resource_version,
+    )
+
+
+# -- who holds the Lease
+
+
+def test_another_replicas_lease_is_held_until_its_duration_has_passed_since_we_saw_it() -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+    observation.observe(held(duration=15))
+
+    clock.now += 14.9
+    assert observation.held_by_other(ME)
+
+    clock.now += 0.1
+    assert not observation.held_by_other(ME), "expired at exactly observed_at + duration"
+
+
+def test_re_observing_the_same_content_with_a_new_resource_version_does_not_extend_the_claim() -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+    observation.observe(held(resource_version="100"))
+
+    clock.now += 10
+    observation.observe(held(resource_version="101"))  # e.g. a relist, or someone touched a label
+    clock.now += 5
+
+    assert not observation.held_by_other(ME)
+    assert observation.expires_in() == 0.0
+
+
+def test_a_renewal_by_the_holder_extends_its_claim_from_when_we_saw_it() -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+    observation.observe(held(renew_time="2024-05-06T07:08:09.000000Z", resource_version="100"))
+
+    clock.now += 10
+    observation.observe(held(renew_time="2024-05-06T07:08:19.000000Z", resource_version="101"))
+    clock.now += 14
+
+    assert observation.held_by_other(ME)
+    assert observation.expires_in() == pytest.approx(1.0)
+    clock.now += 1
+    assert not observation.held_by_other(ME)
+
+
+def test_remote_timestamps_are_not_trusted_for_expiry() -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+
+    observation.observe(held(renew_time="1999-01-01T00:00:00.000000Z"))
+
+    assert observation.held_by_other(ME), "a renewTime far in the past (clock skew) must not count"
+
+
+def test_a_lease_with_an_empty_holder_is_never_held() -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+
+    observation.observe(held(holder="", duration=3600))
+
+    assert not observation.held_by_other(ME)
+    assert observation.expires_in() == 0.0
+
+
+def test_our_own_lease_is_never_held_by_another() -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+
+    observation.observe(held(holder=ME, duration=3600))
+
+    assert not observation.held_by_other(ME)
+    assert observation.held_by_other(OTHER), "the same record does lock out every other replica"
+
+
+def test_nothing_is_held_when_there_is_no_lease() -> None:
+    observation = LeaseObservation(FakeClock())
+    assert not observation.held_by_other(ME)
+    assert observation.expires_in() == 0.0
+
+    observation.observe(held())
+    observation.observe(None)  # the Lease was deleted
+
+    assert not observation.held_by_other(ME)
+    assert observation.expires_in() == 0.0
+
+
+def test_expires_in_counts_down_to_zero_and_stays_there() -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+    observation.observe(held(duration=15))
+
+    assert observation.expires_in() == pytest.approx(15.0)
+    clock.now += 6
+    assert observation.expires_in() == pytest.approx(9.0)
+    clock.now += 100
+    assert observation.expires_in() == 0.0
+
+
+# -- the records we write
+
+
+def test_renewing_our_own_lease_keeps_acquire_time_and_transitions() -> None:
+    observation = LeaseObservation(FakeClock())
+    mine = held(holder=ME, duration=15, transitions=4, resource_version="7")
+    observation.observe(mine)
+
+    renewed = observation.claim(ME, 20, T1)
+
+    assert renewed.holder == ME
+    assert renewed.acquire_time == mine.acquire_time
+    assert renewed.transitions == 4
+    assert renewed.renew_time == format_microtime(T1)
+    assert renewed.duration_seconds == 20
+    assert renewed.resource_version == "7", "the update must carry the version it was based on"
+
+
+@pytest.mark.parametrize("previous_holder", [OTHER, ""], ids=["from-another", "from-released"])
+def test_taking_over_a_lease_sets_a_new_acquire_time_and_counts_a_transition(previous_holder: str) -> None:
+    clock = FakeClock()
+    observation = LeaseObservation(clock)
+    observation.observe(held(holder=previous_holder, transitions=4, resource_version="7"))
+    clock.now += 60
+
+    taken = observation.claim(ME, 15, T1)
+
+    assert taken.holder == ME
+    assert taken.acquire_time == format_microtime(T1)
+    assert taken.renew_time == format_microtime(T1)
+    assert taken.transitions == 5
+    assert taken.duration_seconds == 15
+    assert taken.resource_version == "7"
+
+
+def test_creating_the_first_lease_starts_transitions_at_zero() -> None:
+    observation = LeaseObservation(FakeClock())
+
+    created = observation.claim(ME, 15, T0)
+
+    assert created == LeaseRecord(
+        holder=ME,
+        duration_seconds=15,
+        acquire_time=format_microtime(T0),
+        renew_time=format_microtime(T0),
+        transitions=0,
+        resource_version="",
+    )
+
+
+def test_release_empties_the_holder_with_a_one_second_duration_and_keeps_transitions() -> None:
+    observation = LeaseObservation(FakeClock())
+    observation.observe(held(holder=ME, duration=15, transitions=4, resource_version="9"))
+
+    released = observation.release(T1)
+
+    assert released is not None
+    assert released.holder == ""
+    assert released.duration_seconds == 1
+    assert released.transitions == 4
+    assert released.renew_time == format_microtime(T1)
+    assert released.resource_version == "9"
+
+
+def test_there_is_nothing_to_release_without_a_lease() -> None:
+    assert LeaseObservation(FakeClock()).release(T1) is None
+
+
+# -- MicroTime
+
+
+def test_microtime_has_exactly_six_fractional_digits_and_a_z() -> None:
+    assert format_microtime(T0) == "2024-05-06T07:08:09.123456Z"
+    assert format_microtime(T0.replace(microsecond=0)) == "2024-05-06T07:08:09.000000Z"
+    assert format_microtime(T0.replace(microsecond=5)) == "2024-05-06T07:08:09.000005Z"
+
+
+def test_microtime_is_written_in_utc_whatever_the_datetimes_zone() -> None:
+    berlin_summer = datetime.timezone(datetime.timedelta(hours=2))
+    local = datetime.datetime(2024, 5, 6, 9, 8, 9, 123456, tzinfo=berlin_summer)
+
+    assert format_microtime(local) == "2024-05-06T07:08:09.123456Z"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-06T07:08:09.123456Z", T0),
+        ("2024-05-06T07:08:09Z", T0.replace(microsecond=0)),
+        ("2024-05-06T07:08:09.5Z", T0.replace(microsecond=500000)),
+        ("2024-05-06T09:08:09.123456+02:00", T0),
+    ],
+)
+def test_parse_microtime_accepts_microtime_and_time(text: str, expected: datetime.datetime) -> None:
+    parsed = parse_microtime(text)
+
+    assert parsed.tzinfo is not None, "a naive result could not be compared with aware datetimes"
+    assert parsed == expected
+
+
+@pytest.mark.parametrize("moment", [T0, T0.replace(microsecond=0), T0.replace(microsecond=1)])
+def test_microtime_round_trips(moment: datetime.datetime) -> None:
+    assert parse_microtime(format_microtime(moment)) == moment
+
+
+# -- the API object
+
+
+def test_lease_record_reads_and_writes_the_kubernetes_field_names() -> None:
+    obj = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "secrets-operator", "namespace": "ops", "resourceVersion": "4711"},
+        "spec": {
+            "holderIdentity": OTHER,
+            "leaseDurationSeconds": 15,
+            "acquireTime": "2024-05-06T07:00:00.000000Z",
+            "renewTime": "2024-05-06T07:08:09.123456Z",
+            "leaseTransitions": 3,
+        },
+    }
+
+    record = LeaseRecord.from_json(obj)
+
+    assert record == LeaseRecord(
+        holder=OTHER,
+        duration_seconds=15,
+        acquire_time="2024-05-06T07:00:00.000000Z",
+        renew_time="2024-05-06T07:08:09.123456Z",
+        transitions=3,
+        resource_version="4711",
+    )
+    assert record.spec() == obj["spec"]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        held(),
+        LeaseRecord(holder="", duration_seconds=1, transitions=2, resource_version="5"),
+    ],
+    ids=["held", "released-without-times"],
+)
+def test_lease_record_round_trips_through_json(record: LeaseRecord) -> None:
+    obj = {"metadata": {"resourceVersion": record.resource_version}, "spec": record.spec()}
+
+    assert LeaseRecord.from_json(obj) == record
+
+
+def test_a_lease_with_an_empty_spec_reads_as_unheld() -> None:
+    record = LeaseRecord.from_json({"metadata": {"name": "secrets-operator"}, "spec": {}})
+
+    assert record == LeaseRecord(holder="", duration_seconds=0)
+    assert record.spec()["acquireTime"] is None, "an unset MicroTime is null, never an empty string"
+
+
+# -- the elector's timing rule
+
+
+def elector(lease_duration: float, renew_deadline: float, retry_period: float) -> LeaderElector:
+    return LeaderElector(
+        None,  # type: ignore[arg-type]  # construction does no I/O
+        namespace="ops",
+        name="secrets-operator",
+        identity=ME,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+        clock=FakeClock(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("lease_duration", "renew_deadline", "retry_period"),
+    [
+        (10, 10, 2),  # the deadline must be strictly shorter than the lease
+        (8, 10, 2),
+        (15, 10, 10),
+        (15, 2.4, 2),  # exactly 1.2 x retry is not enough
+    ],
+)
+def test_the_elector_refuses_timings_that_could_allow_two_leaders(
+    lease_duration: float, renew_deadline: float, retry_period: float
+) -> None:
+    with pytest.raises(ValueError, match="lease_duration > renew_deadline"):
+        elector(lease_duration, renew_deadline, retry_period)
+
+
+def test_the_elector_accepts_the_default_timings_and_may_not_write_before_acquiring() -> None:
+    candidate = elector(15, 10, 2)
+
+    assert not candidate.may_write()
+    assert not candidate.leading
