@@ -49,10 +49,7 @@ def cluster(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Start the local control plane and run the operator against it."""
-    session.install("cryptography>=43")
-    session.run("python", "-m", "tests.cluster", "up")
-    session.log(
-        "The control plane is up; `kubectl --kubeconfig .cluster/kubeconfig get ns` talks to it. "
-        "Stop it with `nox -s cluster -- down`."
-    )
+    """Run two operator replicas on a private local control plane and narrate what they do."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.demo")
