@@ -323,7 +323,11 @@ class Controller:
                 await self.kube.request("POST", secrets, body=action.body)
 
     async def reconcile(self, namespace: str, since: float) -> bool:
-        """Make one namespace right; True when every write succeeded (or none was needed)."""
+        """Make one namespace right; True when every write succeeded (or none was needed).
+
+        A write answered with 429 stops the pass and queues the namespace again after the
+        server's Retry-After.
+        """
         plan = self.plan(namespace)
         await self._report(plan)
         ok = True
@@ -341,6 +345,11 @@ class Controller:
                     metrics.WRITES.labels(action=str(action.kind), result="skipped").inc()
                     continue
                 ok = False
+                if exc.status == 429:
+                    metrics.WRITES.labels(action=str(action.kind), result="throttled").inc()
+                    self.queue.add_after(namespace, max(exc.retry_after, 1.0))
+                    log.info("throttled by the API server", extra={**fields, "retry_in": exc.retry_after})
+                    return True  # already re-queued: no extra backoff on top of Retry-After
                 result = "conflict" if exc.status in (404, 409) else "error"
                 metrics.WRITES.labels(action=str(action.kind), result=result).inc()
                 level = logging.INFO if result == "conflict" else logging.WARNING

@@ -24,7 +24,8 @@ RECONCILES = Counter(
 )
 WRITES = Counter(
     "secrets_operator_writes_total",
-    "Writes to copies by action (create, update, replace, delete) and result (success, conflict, error).",
+    "Writes to copies by action (create, update, replace, delete) and result "
+    "(success, conflict, throttled, error, skipped).",
     ["action", "result"],
     registry=REGISTRY,
 )

@@ -23,6 +23,10 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "secrets-operator"
 SOURCE_ANNOTATION = "secrets-operator.io/source"
 HASH_ANNOTATION = "secrets-operator.io/source-hash"
+#: Which blueprint labels/annotations a copy received (comma-separated keys), so that keys later
+#: removed from the blueprint, or no longer matched by COPY_METADATA, are removed from the copies.
+COPIED_LABELS_ANNOTATION = "secrets-operator.io/copied-labels"
+COPIED_ANNOTATIONS_ANNOTATION = "secrets-operator.io/copied-annotations"
 EXCLUDE_LABEL = "secrets-operator.io/exclude"
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from secrets_operator.model import (
+    COPIED_ANNOTATIONS_ANNOTATION,
+    COPIED_LABELS_ANNOTATION,
     EXCLUDE_LABEL,
     HASH_ANNOTATION,
     LAST_APPLIED_ANNOTATION,
@@ -122,10 +124,35 @@ def desired_labels(blueprint: Blueprint, policy: Policy) -> dict[str, str]:
 
 
 def desired_annotations(blueprint: Blueprint, policy: Policy) -> dict[str, str]:
-    return {
+    annotations = {
         **_copied(blueprint.annotations, policy),
         SOURCE_ANNOTATION: str(blueprint.ref),
         HASH_ANNOTATION: blueprint.hash,
+    }
+    copied_labels = ",".join(sorted(_copied(blueprint.labels, policy)))
+    copied_annotations = ",".join(sorted(_copied(blueprint.annotations, policy)))
+    if copied_labels:
+        annotations[COPIED_LABELS_ANNOTATION] = copied_labels
+    if copied_annotations:
+        annotations[COPIED_ANNOTATIONS_ANNOTATION] = copied_annotations
+    return annotations
+
+
+def _recorded(copy: CopyInfo, annotation: str) -> set[str]:
+    return {key for key in copy.annotations.get(annotation, "").split(",") if key}
+
+
+def stale_metadata(copy: CopyInfo, blueprint: Blueprint, policy: Policy) -> tuple[set[str], set[str]]:
+    """Labels and annotations the operator copied earlier that the copy must no longer have."""
+    labels = _recorded(copy, COPIED_LABELS_ANNOTATION) - desired_labels(blueprint, policy).keys()
+    annotations = (
+        _recorded(copy, COPIED_ANNOTATIONS_ANNOTATION) - desired_annotations(blueprint, policy).keys()
+    )
+    for bookkeeping in (COPIED_LABELS_ANNOTATION, COPIED_ANNOTATIONS_ANNOTATION):
+        if bookkeeping in copy.annotations and bookkeeping not in desired_annotations(blueprint, policy):
+            annotations.add(bookkeeping)
+    return {key for key in labels if key in copy.labels}, {
+        key for key in annotations if key in copy.annotations
     }
 
 
@@ -157,11 +184,12 @@ def _differences(copy: CopyInfo, blueprint: Blueprint, policy: Policy) -> list[s
         found.append("data")
     if copy.immutable != blueprint.immutable:
         found.append("immutable")
+    stale_labels, stale_annotations = stale_metadata(copy, blueprint, policy)
     labels = desired_labels(blueprint, policy)
-    if any(copy.labels.get(key) != value for key, value in labels.items()):
+    if stale_labels or any(copy.labels.get(key) != value for key, value in labels.items()):
         found.append("labels")
     annotations = desired_annotations(blueprint, policy)
-    if any(copy.annotations.get(key) != value for key, value in annotations.items()):
+    if stale_annotations or any(copy.annotations.get(key) != value for key, value in annotations.items()):
         found.append("annotations")
     return found
 
@@ -174,12 +202,13 @@ def _merge_patch(
     ``metadata.resourceVersion`` makes it conditional: if the copy changed since it was observed,
     the API server refuses the patch with 409 instead of applying it over the change.
     """
+    stale_labels, stale_annotations = stale_metadata(copy, blueprint, policy)
+    labels: dict[str, str | None] = dict.fromkeys(stale_labels)
+    labels.update(desired_labels(blueprint, policy))
+    annotations: dict[str, str | None] = dict.fromkeys(stale_annotations)
+    annotations.update(desired_annotations(blueprint, policy))
     patch: dict[str, Any] = {
-        "metadata": {
-            "resourceVersion": copy.resource_version,
-            "labels": desired_labels(blueprint, policy),
-            "annotations": desired_annotations(blueprint, policy),
-        },
+        "metadata": {"resourceVersion": copy.resource_version, "labels": labels, "annotations": annotations},
     }
     if data_changes:
         data: dict[str, str | None] = dict.fromkeys(copy.data_keys - blueprint.data.keys())

@@ -31,6 +31,25 @@ async def test_copy_appears_in_a_namespace_created_after_start(scenario: Scenari
     assert len(copy.metadata.annotations[HASH]) == 64
 
 
+async def test_label_removed_from_the_blueprint_is_removed_from_copies(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD, labels={"team": "platform", "cost-center": "42"})
+    namespace = await scenario.namespace("t")
+    operator = scenario.operator(copy_metadata="team,cost-center")
+    await operator.wait_ready()
+    copy = await scenario.wait_copy(namespace, HTPASSWD)
+    assert copy.metadata.labels["cost-center"] == "42"
+    await scenario.core.patch_namespaced_secret(
+        scenario.secret_name, scenario.home, {"metadata": {"labels": {"cost-center": None}}}
+    )
+
+    async def label_gone() -> bool:
+        current = await scenario.copy(namespace)
+        labels = (current.metadata.labels or {}) if current else {}
+        return "cost-center" not in labels and labels.get("team") == "platform"
+
+    await wait_for(label_gone, timeout=20, what="the dropped label to leave the copy")
+
+
 async def test_blueprint_update_reaches_every_existing_copy(scenario: Scenario) -> None:
     await scenario.blueprint(HTPASSWD)
     targets = [await scenario.namespace(f"t{i}") for i in range(5)]

@@ -516,7 +516,35 @@ def test_copy_metadata_copies_everything_matching_except_tracking_keys() -> None
         "example.com/owner": "ops",
         "secrets-operator.io/source": "auth/htpasswd",
         "secrets-operator.io/source-hash": source.hash,
+        # What was copied is recorded, so that it can be removed when the blueprint drops it.
+        "secrets-operator.io/copied-labels": "team",
+        "secrets-operator.io/copied-annotations": "example.com/owner",
     }
+
+
+def test_label_dropped_from_the_blueprint_is_removed_from_the_copy() -> None:
+    policy = Policy(copy_metadata=("team", "example.com/*"))
+    before = blueprint(labels={"team": "payments"}, annotations={"example.com/owner": "ops"})
+    written = body_of(plan_pair(policy, REF, before, TARGET, None)[1])["metadata"]
+    copy = our_copy(before, labels=dict(written["labels"]), annotations=dict(written["annotations"]))
+    assert plan_pair(policy, REF, before, TARGET, copy)[1] is None  # in sync as written
+
+    after = blueprint(labels={}, annotations={"example.com/owner": "ops"})
+    row, action = plan_pair(policy, REF, after, TARGET, copy)
+    assert row.state == CopyState.DRIFTED
+    patch = body_of(action)["metadata"]
+    assert patch["labels"]["team"] is None  # merge-patch null removes the key
+    assert patch["annotations"]["secrets-operator.io/copied-labels"] is None
+    assert patch["annotations"]["example.com/owner"] == "ops"
+
+
+def test_labels_set_on_a_copy_by_others_are_never_removed() -> None:
+    policy = Policy(copy_metadata=("team",))
+    source = blueprint(labels={})
+    copy = our_copy(
+        source, labels={"app.kubernetes.io/managed-by": "secrets-operator", "team": "someone-elses"}
+    )
+    assert plan_pair(policy, REF, source, TARGET, copy)[1] is None
 
 
 def test_copy_metadata_globs_select_which_keys_are_copied() -> None:
