@@ -75,14 +75,28 @@ def _default(name: str, field: Any) -> str:
     return f"`{field.default}`"
 
 
+#: Settings the chart sets from the Pod itself rather than from a value.
+HELM_FROM_POD = {
+    "identity": "the Pod's name (downward API)",
+    "lease_namespace": "the release namespace",
+}
+
+
+def helm_value(name: str) -> str:
+    """The chart value that sets a setting: ``operator.<camelCase>``."""
+    head, *rest = name.split("_")
+    return "operator." + head + "".join(part.capitalize() for part in rest)
+
+
 def render() -> str:
-    lines = ["| variable | default | example | meaning |", "|---|---|---|---|"]
+    lines = ["| variable | Helm value | default | example | meaning |", "|---|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         example = f"`{extra['example']}`" if "example" in extra else ""
         description = str(field.description).replace("|", "\\|")
+        helm = HELM_FROM_POD.get(name, f"`{helm_value(name)}`")
         lines.append(
-            f"| `{ENV_PREFIX}{name.upper()}` | {_default(name, field)} | {example} | {description} |"
+            f"| `{ENV_PREFIX}{name.upper()}` | {helm} | {_default(name, field)} | {example} | {description} |"
         )
     return HEADER + "\n".join(lines) + "\n" + FOOTER
 

@@ -385,3 +385,20 @@ def deployment_env_value(deployment: Mapping[str, Any], name: str) -> str:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     (value,) = [item["value"] for item in container["env"] if item["name"] == name]
     return str(value)
+
+
+def test_every_setting_is_a_chart_value_passed_to_the_operator() -> None:
+    from secrets_operator.settings import Settings
+    from tests.reference import HELM_FROM_POD, helm_value
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]
+    deployment = of_kind(render("t", "ops", values_file="default-values.yaml"), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"] for item in container["env"]}
+    for name in Settings.model_fields:
+        if name == "identity":
+            assert "POD_NAME" in env  # the operator takes its identity from the Pod's name
+            continue
+        assert f"SECRETS_OPERATOR_{name.upper()}" in env, name
+        if name not in HELM_FROM_POD:
+            assert helm_value(name).removeprefix("operator.") in values, name
