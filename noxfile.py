@@ -10,7 +10,7 @@ import glob
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "chart", "image"]
+nox.options.sessions = ["lint", "typecheck", "tests", "chart", "faults", "image"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -41,7 +41,7 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # Build in the foreground so a cold build shows its progress instead of a silent fixture.
     session.run("python", "-m", "tests.binaries")
-    session.run("pytest", "-m", "not chart", *session.posargs)
+    session.run("pytest", "-m", "not chart and not faults", *session.posargs)
 
 
 @nox.session
@@ -60,6 +60,14 @@ def chart(session: nox.Session) -> None:
             helm.strip(), "lint", "chart/secrets-operator", "--strict", "-f", values_file, external=True
         )
     session.run("pytest", "-m", "chart", *session.posargs)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Chaos: watch cuts, 410s, throttling, errors, latency, restarts, partitions, kills, pauses."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.binaries")
+    session.run("pytest", "-m", "faults", *session.posargs)
 
 
 @nox.session

@@ -449,6 +449,11 @@ class ControlPlane:
         self.processes["kube-apiserver"].stop()
         self.start_apiserver()
 
+    def restart_etcd(self) -> None:
+        """Stop and start etcd on the same ports and data directory (same thread rule as above)."""
+        self.processes["etcd"].stop()
+        self.start_etcd()
+
     # -- helpers
 
     def admin_ssl_context(self) -> ssl.SSLContext:

@@ -1,0 +1,323 @@
+"""Chaos: the operator under broken watches, 410s, throttling, errors, latency, restarts of the
+control plane, partitions, kills and pauses — and with awkward Secrets.
+
+Each replica talks to the API server through its own fault proxy (tests/faults.py). After every
+fault is healed, every selected namespace must converge to the exact copy, no operator process
+may have crashed, and nothing the operator does not own may have been touched. With several
+replicas, the proxies' logs of writes must never show two writers at once, and the writer may
+only change when the Lease changes hands.
+
+These run in ``nox -s faults`` (part of plain ``nox``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import time
+
+import anyio
+import pytest
+from kubernetes_asyncio import client
+
+from tests.conftest import Cluster
+from tests.faults import FaultProxy, Write
+from tests.integration.conftest import Scenario, StartProxy, b64
+from tests.operator import OperatorProcess
+from tests.support import wait_for
+
+pytestmark = pytest.mark.faults
+
+SHORT_LEASE = {"lease_duration_seconds": "4", "renew_deadline_seconds": "3", "retry_period_seconds": "0.5"}
+FAULT_SECONDS = 6.0
+
+
+async def _cut_at_random(proxy: FaultProxy, until: float) -> None:
+    while time.monotonic() < until:
+        await anyio.sleep(random.uniform(0.2, 1.0))
+        proxy.cut_watches()
+
+
+def _apply_fault(proxy: FaultProxy, fault: str) -> None:
+    if fault in ("gone", "all"):
+        proxy.gone_path = ""
+        proxy.gone_next_watches = 10_000
+    if fault in ("throttle", "all"):
+        proxy.throttle_ratio = 0.3
+    if fault in ("errors", "all"):
+        proxy.fail_ratio = 0.1
+    if fault in ("latency", "all"):
+        proxy.latency = 0.15
+
+
+async def _exact_everywhere(
+    scenario: Scenario, namespaces: list[str], data: dict[str, str], timeout: float
+) -> None:
+    for namespace in namespaces:
+        await scenario.wait_copy(namespace, data, timeout=timeout)
+
+
+@pytest.mark.parametrize("fault", ["cut-watches", "gone", "throttle", "errors", "latency", "all"])
+async def test_converges_after_each_fault_and_touches_nothing_else(
+    fault: str, scenario: Scenario, proxies: StartProxy
+) -> None:
+    await scenario.blueprint({"auth": "v1"})
+    targets = [await scenario.namespace(f"t{i}") for i in range(4)]
+    twin_ns = await scenario.namespace("twin")
+    twin = await scenario.core.create_namespaced_secret(
+        twin_ns,
+        client.V1Secret(metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"x": "mine"}),
+    )
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, "a", **SHORT_LEASE)
+    await operator.wait_ready()
+    await _exact_everywhere(scenario, targets, {"auth": "v1"}, timeout=20)
+
+    until = time.monotonic() + FAULT_SECONDS
+    _apply_fault(proxy, fault)
+    async with anyio.create_task_group() as chaos:
+        if fault in ("cut-watches", "gone", "all"):
+            chaos.start_soon(_cut_at_random, proxy, until)
+        # Meanwhile, the world keeps changing.
+        targets.append(await scenario.namespace("during1"))
+        await scenario.update_blueprint({"auth": "v2", "new": "key"})
+        await scenario.core.delete_namespaced_secret(scenario.secret_name, targets[0])
+        await scenario.core.patch_namespaced_secret(
+            scenario.secret_name, targets[1], {"data": {"auth": b64("bad")}}
+        )
+        targets.append(await scenario.namespace("during2"))
+        await anyio.sleep(max(0.0, until - time.monotonic()))
+    proxy.heal()
+
+    await _exact_everywhere(scenario, targets, {"auth": "v2", "new": "key"}, timeout=60)
+    assert operator.popen is not None
+    assert operator.popen.poll() is None, "the operator crashed"
+    untouched = await scenario.core.read_namespaced_secret(scenario.secret_name, twin_ns)
+    assert untouched.metadata.resource_version == twin.metadata.resource_version
+    print(
+        f"{fault}: proxy saw {proxy.requests} requests, {len(proxy.writes)} writes, {proxy.gone_served} 410s"
+    )
+
+
+async def test_operator_recovers_when_etcd_restarts(scenario: Scenario, cluster: Cluster) -> None:
+    if cluster.plane is None:
+        pytest.skip("restarting etcd needs the local control plane")
+    await scenario.blueprint({"auth": "e1"})
+    operator = scenario.operator()
+    await operator.wait_ready()
+    before = await scenario.namespace("before")
+    await scenario.wait_copy(before, {"auth": "e1"})
+
+    cluster.plane.restart_etcd()  # on this thread: see ControlPlane.restart_apiserver
+
+    async def api_back() -> bool:
+        try:
+            await scenario.core.list_namespace(limit=1)
+        except Exception:  # any failure means "not yet"
+            return False
+        return True
+
+    await wait_for(api_back, timeout=60, what="the API server to serve again after etcd restarted")
+    after = await scenario.namespace("after")
+    await scenario.update_blueprint({"auth": "e2"})
+    await _exact_everywhere(scenario, [before, after], {"auth": "e2"}, timeout=60)
+
+
+# ----------------------------------------------------------------- many disruptions, one writer
+
+
+def _secret_writes(proxy: FaultProxy) -> list[Write]:
+    return [write for write in proxy.writes if "/secrets" in write.path]
+
+
+def _check_single_writer(logs: dict[str, list[Write]], transitions: int) -> int:
+    """No two replicas' writes overlap in time, and the writer only changes with the Lease."""
+    writes = sorted((write.started, write.finished, who) for who, found in logs.items() for write in found)
+    switches = 0
+    for (_, end_a, who_a), (start_b, _, who_b) in itertools.pairwise(writes):
+        if who_a != who_b:
+            switches += 1
+            assert end_a <= start_b, f"{who_a} was still writing when {who_b} started"
+    assert switches <= transitions, (
+        f"the writer changed {switches} times but the Lease only {transitions} times"
+    )
+    # Overlaps between non-adjacent writes of different replicas.
+    for i, (_, end, who) in enumerate(writes):
+        for other_start, _, other in writes[i + 1 :]:
+            if other_start >= end:
+                break
+            assert other == who, f"{who} and {other} wrote at the same time"
+    return switches
+
+
+async def test_one_writer_through_twenty_partitions_kills_and_pauses(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    await scenario.blueprint({"auth": "r0"})
+    fleet: dict[str, tuple[OperatorProcess, FaultProxy]] = {}
+    every_proxy: dict[str, FaultProxy] = {}
+    counter = 0
+
+    async def add_replica() -> None:
+        nonlocal counter
+        counter += 1
+        name = f"r{counter}"
+        proxy = every_proxy[name] = await proxies(name)
+        fleet[name] = (scenario.operator_via(proxy, name, **SHORT_LEASE), proxy)
+        await fleet[name][0].wait_ready()
+
+    for _ in range(2):
+        await add_replica()
+
+    async def leader() -> str | None:
+        leading = []
+        for name, (process, _) in fleet.items():
+            if process.popen is not None and process.popen.poll() is None and await process.is_leader():
+                leading.append(name)
+        return leading[0] if len(leading) == 1 else None
+
+    disruptions = ["partition", "sigstop", "sigkill"]
+    namespaces: list[str] = []
+    for iteration in range(20):
+        kind = disruptions[iteration % len(disruptions)]
+        current = await wait_for(leader, timeout=30, what="one leader", interval=0.05)
+        process, proxy = fleet[current]
+        if kind == "partition":
+            proxy.blackhole = True
+            proxy.cut_watches()
+        elif kind == "sigstop":
+            process.send(signal.SIGSTOP)
+        else:
+            process.send(signal.SIGKILL)
+        # Work arrives while the leader is gone; a standby must take over and do it.
+        namespaces.append(await scenario.namespace(f"i{iteration}"))
+        await scenario.update_blueprint({"auth": f"r{iteration + 1}"})
+        await wait_for(
+            lambda current=current: _other_leads(fleet, current),  # type: ignore[misc]
+            timeout=30,
+            what=f"another replica to lead ({kind})",
+            interval=0.05,
+        )
+        await scenario.wait_copy(namespaces[-1], {"auth": f"r{iteration + 1}"}, timeout=30)
+        if kind == "partition":
+            proxy.heal()
+        elif kind == "sigstop":
+            process.send(signal.SIGCONT)
+        else:
+            await process.wait_exit()
+            del fleet[current]
+            await add_replica()
+        print(f"iteration {iteration}: {kind} of {current} survived")
+
+    await _exact_everywhere(scenario, namespaces, {"auth": "r20"}, timeout=30)
+    lease = await client.CoordinationV1Api(scenario.api).read_namespaced_lease(scenario.prefix, "default")
+    # Every replica that ever ran, killed ones included, each seen through its own proxy.
+    logs = {name: _secret_writes(proxy) for name, proxy in every_proxy.items()}
+    switches = _check_single_writer(logs, lease.spec.lease_transitions or 0)
+    print(f"20 disruptions: {switches} writer switches, {lease.spec.lease_transitions} lease transitions")
+    for name, (process, _) in fleet.items():
+        assert process.popen is not None
+        assert process.popen.poll() is None, f"replica {name} crashed"
+
+
+async def _other_leads(fleet: dict[str, tuple[OperatorProcess, FaultProxy]], current: str) -> bool:
+    for name, (process, _) in fleet.items():
+        if name != current and process.popen and process.popen.poll() is None and await process.is_leader():
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------ awkward Secrets
+
+
+async def test_large_binary_and_many_key_blueprints_are_copied_exactly(scenario: Scenario) -> None:
+    big = os.urandom(900 * 1024)  # close to the 1 MiB Secret limit once base64-encoded by the API
+    binary = bytes(range(256)) * 4  # every byte value, NUL included
+    many = {f"key-{i:04d}": f"value {i}" for i in range(400)}
+    await scenario.namespace("home")
+    for name, data in (
+        ("big", {"blob": big}),
+        ("binary", {"raw": binary}),
+        ("many", {k: v.encode() for k, v in many.items()}),
+    ):
+        await scenario.core.create_namespaced_secret(
+            scenario.home,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name=f"{scenario.prefix}-{name}"),
+                data={key: _b64bytes(value) for key, value in data.items()},
+            ),
+        )
+    targets = [await scenario.namespace(f"t{i}") for i in range(3)]
+    refs = ",".join(f"{scenario.home}/{scenario.prefix}-{name}" for name in ("big", "binary", "many"))
+    operator = scenario.operator(blueprints=refs)
+    await operator.wait_ready()
+    for namespace in targets:
+        for name, expected in (("big", {"blob": big}), ("binary", {"raw": binary})):
+            await _wait_bytes(scenario, namespace, f"{scenario.prefix}-{name}", expected)
+        await _wait_bytes(
+            scenario, namespace, f"{scenario.prefix}-many", {k: v.encode() for k, v in many.items()}
+        )
+    # A change to the big one reaches every copy too.
+    bigger = os.urandom(900 * 1024)
+    await scenario.core.patch_namespaced_secret(
+        f"{scenario.prefix}-big", scenario.home, {"data": {"blob": _b64bytes(bigger)}}
+    )
+    for namespace in targets:
+        await _wait_bytes(scenario, namespace, f"{scenario.prefix}-big", {"blob": bigger})
+
+
+def _b64bytes(value: bytes) -> str:
+    import base64
+
+    return base64.b64encode(value).decode()
+
+
+async def _wait_bytes(scenario: Scenario, namespace: str, name: str, expected: dict[str, bytes]) -> None:
+    wanted = {key: _b64bytes(value) for key, value in expected.items()}
+
+    async def exact() -> bool:
+        copy = await scenario.copy(namespace, name)
+        return copy is not None and (copy.data or {}) == wanted
+
+    await wait_for(exact, timeout=30, what=f"an exact copy of {name} in {namespace}", interval=0.2)
+
+
+async def test_namespaces_deleted_while_their_copies_are_written_are_handled(scenario: Scenario) -> None:
+    await scenario.blueprint({"auth": "d1"})
+    operator = scenario.operator()
+    await operator.wait_ready()
+    doomed, kept = [], []
+    for i in range(15):
+        doomed.append(await scenario.namespace(f"doomed{i}"))
+        await scenario.core.delete_namespace(doomed[-1])  # races the operator's create
+        kept.append(await scenario.namespace(f"kept{i}"))
+    await _exact_everywhere(scenario, kept, {"auth": "d1"}, timeout=30)
+
+    async def all_gone() -> bool:
+        names = {ns.metadata.name for ns in (await scenario.core.list_namespace()).items}
+        return not names & set(doomed)
+
+    await wait_for(all_gone, timeout=90, what="the deleted namespaces to disappear", interval=0.5)
+    assert operator.popen is not None
+    assert operator.popen.poll() is None
+    await scenario.update_blueprint({"auth": "d2"})
+    await _exact_everywhere(scenario, kept, {"auth": "d2"}, timeout=30)
+    assert "Traceback" not in operator.log
+
+
+def test_single_writer_check_catches_split_brain() -> None:
+    """The checker above must be able to fail, or the twenty-disruption test proves nothing."""
+
+    def write(start: float, end: float) -> Write:
+        return Write(
+            started=start, finished=end, method="PATCH", path="/api/v1/namespaces/x/secrets/y", status=200
+        )
+
+    clean = {"a": [write(0, 1), write(2, 3)], "b": [write(4, 5)]}
+    assert _check_single_writer(clean, transitions=1) == 1
+    with pytest.raises(AssertionError, match="at the same time|still writing"):
+        _check_single_writer({"a": [write(0, 3)], "b": [write(1, 2)]}, transitions=5)
+    with pytest.raises(AssertionError, match="the Lease only"):
+        _check_single_writer({"a": [write(0, 1), write(4, 5)], "b": [write(2, 3)]}, transitions=1)
