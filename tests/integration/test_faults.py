@@ -317,7 +317,7 @@ def test_single_writer_check_catches_split_brain() -> None:
 
     clean = {"a": [write(0, 1), write(2, 3)], "b": [write(4, 5)]}
     assert _check_single_writer(clean, transitions=1) == 1
-    with pytest.raises(AssertionError, match="at the same time|still writing"):
+    with pytest.raises(AssertionError, match=r"at the same time|still writing"):
         _check_single_writer({"a": [write(0, 3)], "b": [write(1, 2)]}, transitions=5)
     with pytest.raises(AssertionError, match="the Lease only"):
         _check_single_writer({"a": [write(0, 1), write(4, 5)], "b": [write(2, 3)]}, transitions=1)
