@@ -102,3 +102,11 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "tests.binaries")
     session.run("python", "-m", "tests.demo")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks on a private local control plane; prints a table and writes bench-results/*.json."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.bench", *session.posargs)

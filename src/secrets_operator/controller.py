@@ -42,8 +42,15 @@ from secrets_operator.model import (
     CopyState,
     NamespaceInfo,
     NamespacePlan,
+    Row,
 )
-from secrets_operator.planning import Policy, content_hash, plan_namespace
+from secrets_operator.planning import (
+    Policy,
+    content_hash,
+    plan_namespace,
+    relevant_copy_metadata,
+    relevant_namespace_labels,
+)
 from secrets_operator.queue import WorkQueue
 from secrets_operator.settings import Settings
 
@@ -62,25 +69,64 @@ class NotLeaderError(Exception):
 # ---------------------------------------------------------------- trimming raw API objects
 
 
+_NOTHING: Mapping[str, str] = {}  # shared by every object without relevant metadata; never mutated
+
+
 def _strings(mapping: Mapping[str, Any] | None, *, drop: Iterable[str] = ()) -> dict[str, str]:
     if not mapping:
         return {}
     dropped = set(drop)
-    return {
-        _intern(k): _intern(str(v)) if len(str(v)) < 128 else str(v)
-        for k, v in mapping.items()
-        if k not in dropped
-    }
+    return {_intern(k): _intern(str(v)) for k, v in mapping.items() if k not in dropped}
 
 
-def trim_namespace(obj: JSON) -> NamespaceInfo:
-    metadata = obj["metadata"]
-    terminating = obj.get("status", {}).get("phase") == "Terminating" or bool(
-        metadata.get("deletionTimestamp")
-    )
-    return NamespaceInfo(
-        name=_intern(metadata["name"]), labels=_strings(metadata.get("labels")), terminating=terminating
-    )
+class Trimmer:
+    """Reduces raw API objects to what planning can ever compare, for one (static) policy.
+
+    Most namespaces and copies then share the same interned strings, key sets and the empty
+    mapping, so the caches grow by little more than a small object per namespace and per copy.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._key_sets: dict[frozenset[str], frozenset[str]] = {}
+
+    @staticmethod
+    def _shared(mapping: dict[str, str]) -> Mapping[str, str]:
+        return mapping or _NOTHING
+
+    def namespace(self, obj: JSON) -> NamespaceInfo:
+        metadata = obj["metadata"]
+        terminating = obj.get("status", {}).get("phase") == "Terminating" or bool(
+            metadata.get("deletionTimestamp")
+        )
+        labels = relevant_namespace_labels(metadata.get("labels") or {}, self.policy)
+        return NamespaceInfo(
+            name=_intern(metadata["name"]),
+            labels=self._shared(_strings(labels)),
+            terminating=terminating,
+        )
+
+    def copy(self, obj: JSON) -> CopyInfo:
+        """Everything planning compares about a Secret, and none of its data."""
+        metadata = obj["metadata"]
+        secret_type = obj.get("type") or "Opaque"
+        data = obj.get("data") or {}
+        labels, annotations = relevant_copy_metadata(
+            metadata.get("labels") or {}, metadata.get("annotations") or {}, self.policy
+        )
+        keys = frozenset(_intern(key) for key in data)
+        return CopyInfo(
+            namespace=_intern(metadata["namespace"]),
+            name=_intern(metadata["name"]),
+            uid=metadata.get("uid", ""),
+            resource_version=metadata.get("resourceVersion", ""),
+            type=_intern(secret_type),
+            immutable=bool(obj.get("immutable")),
+            labels=self._shared(_strings(labels)),
+            annotations=self._shared(_strings(annotations)),
+            data_hash=_intern(content_hash(secret_type, data)),
+            data_keys=self._key_sets.setdefault(keys, keys),
+        )
 
 
 def trim_blueprint(ref: BlueprintRef, obj: JSON) -> Blueprint:
@@ -94,29 +140,14 @@ def trim_blueprint(ref: BlueprintRef, obj: JSON) -> Blueprint:
         immutable=bool(obj.get("immutable")),
         labels=_strings(metadata.get("labels")),
         annotations=_strings(metadata.get("annotations"), drop=[LAST_APPLIED_ANNOTATION]),
-        hash=content_hash(secret_type, data),
+        hash=_intern(content_hash(secret_type, data)),
         resource_version=metadata.get("resourceVersion", ""),
         uid=metadata.get("uid", ""),
     )
 
 
-def trim_copy(obj: JSON) -> CopyInfo:
-    """Everything planning compares about a Secret, and none of its data."""
-    metadata = obj["metadata"]
-    secret_type = obj.get("type") or "Opaque"
-    data = obj.get("data") or {}
-    return CopyInfo(
-        namespace=_intern(metadata["namespace"]),
-        name=_intern(metadata["name"]),
-        uid=metadata.get("uid", ""),
-        resource_version=metadata.get("resourceVersion", ""),
-        type=_intern(secret_type),
-        immutable=bool(obj.get("immutable")),
-        labels=_strings(metadata.get("labels")),
-        annotations=_strings(metadata.get("annotations"), drop=[LAST_APPLIED_ANNOTATION]),
-        data_hash=content_hash(secret_type, data),
-        data_keys=frozenset(_intern(key) for key in data),
-    )
+def _namespace_of(obj: JSON) -> str:
+    return _intern(obj["metadata"]["namespace"])
 
 
 # ----------------------------------------------------------------------------- controller
@@ -136,15 +167,16 @@ class Controller:
         self.events = EventRecorder(
             kube, reporting_controller=REPORTING_CONTROLLER, reporting_instance=identity
         )
-        self.copies_by_namespace: dict[str, dict[str, CopyInfo]] = {}
-        self.states: dict[tuple[BlueprintRef, str], CopyState] = {}
+        self.trimmer = Trimmer(self.policy)
+        # blueprint -> namespace -> state, for the copies gauge and for logging state changes once.
+        self.states: dict[BlueprintRef, dict[str, CopyState]] = {ref: {} for ref in settings.blueprints}
         self.state_counts: dict[tuple[BlueprintRef, CopyState], int] = {}
 
         self.namespaces: Informer[NamespaceInfo] = Informer(
             kube,
             name="namespaces",
             path="/api/v1/namespaces",
-            trim=trim_namespace,
+            trim=self.trimmer.namespace,
             on_change=self._namespace_changed,
         )
         self.blueprint_informers: dict[BlueprintRef, Informer[Blueprint]] = {
@@ -164,7 +196,8 @@ class Controller:
                 name=f"copies {ref.name}",
                 path="/api/v1/secrets",
                 query=[("fieldSelector", f"metadata.name={ref.name}")],
-                trim=trim_copy,
+                key=_namespace_of,  # the name is fixed: one entry per namespace
+                trim=self.trimmer.copy,
                 on_change=self._copy_changed,
             )
             for ref in settings.blueprints
@@ -200,17 +233,17 @@ class Controller:
             self.queue.add(key)
 
     def _copy_changed(self, key: str, old: CopyInfo | None, new: CopyInfo | None) -> None:
-        current = new or old
-        assert current is not None
-        in_namespace = self.copies_by_namespace.setdefault(current.namespace, {})
-        if new is None:
-            in_namespace.pop(current.name, None)
-            if not in_namespace:
-                del self.copies_by_namespace[current.namespace]
-        else:
-            in_namespace[new.name] = new
         if self.active:
-            self.queue.add(current.namespace)
+            self.queue.add(key)  # copy informers are keyed by namespace
+
+    def copies(self, namespace: str) -> dict[str, CopyInfo]:
+        """The Secrets named like a blueprint in ``namespace``, by name."""
+        found = {}
+        for name, informer in self.copy_informers.items():
+            copy = informer.store.get(namespace)
+            if copy is not None:
+                found[name] = copy
+        return found
 
     def _blueprint_changed(self, key: str, old: Blueprint | None, new: Blueprint | None) -> None:
         if new is None:
@@ -237,7 +270,7 @@ class Controller:
             namespace=self.namespaces.store.get(namespace),
             name=namespace,
             blueprints=self.blueprints(),
-            copies=self.copies_by_namespace.get(namespace, {}),
+            copies=self.copies(namespace),
         )
 
     def plan_all(self) -> list[NamespacePlan]:
@@ -245,44 +278,46 @@ class Controller:
 
     async def _report(self, plan: NamespacePlan) -> None:
         """Track states for the metrics gauge; log and record an Event when a pair turns bad."""
-        seen = set()
+        if not plan.rows:  # the namespace is gone: forget its pairs
+            for ref, states in self.states.items():
+                self._count(ref, states.pop(plan.namespace, None), -1)
+            return
         for row in plan.rows:
-            key = (row.blueprint, row.namespace)
-            seen.add(key)
-            previous = self.states.get(key)
+            states = self.states.setdefault(row.blueprint, {})
+            previous = states.get(row.namespace)
             if previous == row.state:
                 continue
-            self.states[key] = row.state
+            states[row.namespace] = row.state
             self._count(row.blueprint, previous, -1)
             self._count(row.blueprint, row.state, +1)
             if row.state in (CopyState.CONFLICT, CopyState.REFUSED):
-                log.warning(
-                    "copy not written" if row.state == CopyState.CONFLICT else "blueprint refused",
-                    extra={
-                        "blueprint": str(row.blueprint),
-                        "namespace": row.namespace,
-                        "state": str(row.state),
-                        "detail": row.detail,
-                    },
-                )
-                blueprint = self.blueprints().get(row.blueprint)
-                await self.events.record(
-                    ObjectRef(
-                        "v1",
-                        "Secret",
-                        row.blueprint.namespace,
-                        row.blueprint.name,
-                        blueprint.uid if blueprint else "",
-                    ),
-                    type="Warning",
-                    reason="Conflict" if row.state == CopyState.CONFLICT else "Refused",
-                    action="Replicate",
-                    note=f"namespace {row.namespace}: {row.detail}"
-                    if row.state == CopyState.CONFLICT
-                    else f"not copied: {row.detail}",
-                )
-        for key in [key for key in self.states if key[1] == plan.namespace and key not in seen]:
-            self._count(key[0], self.states.pop(key), -1)
+                await self._report_problem(row)
+
+    async def _report_problem(self, row: Row) -> None:
+        conflict = row.state == CopyState.CONFLICT
+        log.warning(
+            "copy not written" if conflict else "blueprint refused",
+            extra={
+                "blueprint": str(row.blueprint),
+                "namespace": row.namespace,
+                "state": str(row.state),
+                "detail": row.detail,
+            },
+        )
+        blueprint = self.blueprints().get(row.blueprint)
+        await self.events.record(
+            ObjectRef(
+                "v1",
+                "Secret",
+                row.blueprint.namespace,
+                row.blueprint.name,
+                blueprint.uid if blueprint else "",
+            ),
+            type="Warning",
+            reason="Conflict" if conflict else "Refused",
+            action="Replicate",
+            note=f"namespace {row.namespace}: {row.detail}" if conflict else f"not copied: {row.detail}",
+        )
 
     def _count(self, ref: BlueprintRef, state: CopyState | None, delta: int) -> None:
         if state is None:

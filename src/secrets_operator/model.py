@@ -32,7 +32,7 @@ LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 
 
-@dataclasses.dataclass(frozen=True, order=True)
+@dataclasses.dataclass(frozen=True, order=True, slots=True)
 class BlueprintRef:
     """Where a blueprint lives: ``namespace/name``."""
 
@@ -43,7 +43,7 @@ class BlueprintRef:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class NamespaceInfo:
     """The little the operator keeps of a namespace: its name, labels and whether it is going away."""
 
@@ -52,7 +52,7 @@ class NamespaceInfo:
     terminating: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Blueprint:
     """A blueprint Secret as observed; ``data`` holds base64 values exactly as the API returns them."""
 
@@ -67,7 +67,7 @@ class Blueprint:
     uid: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class CopyInfo:
     """A Secret with a blueprint's name in some namespace, reduced to what planning compares.
 

@@ -119,6 +119,42 @@ def _copied(metadata: Mapping[str, str], policy: Policy) -> dict[str, str]:
     }
 
 
+def relevant_namespace_labels(labels: Mapping[str, str], policy: Policy) -> dict[str, str]:
+    """The namespace labels planning can ever look at: the selector's keys and the opt-out label.
+
+    Caches keep only these, so memory does not grow with labels nobody selects on.
+    """
+    keys = {requirement.key for requirement in policy.selector.requirements} | {EXCLUDE_LABEL}
+    return {key: value for key, value in labels.items() if key in keys}
+
+
+def relevant_copy_metadata(
+    labels: Mapping[str, str], annotations: Mapping[str, str], policy: Policy
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels and annotations of a Secret that planning can ever compare.
+
+    Ownership marks, keys COPY_METADATA can copy, and keys the operator recorded as copied
+    earlier (which it may have to remove). Everything else on a copy belongs to someone else.
+    """
+    recorded_labels = set(annotations.get(COPIED_LABELS_ANNOTATION, "").split(","))
+    recorded_annotations = set(annotations.get(COPIED_ANNOTATIONS_ANNOTATION, "").split(","))
+
+    def copyable(key: str) -> bool:
+        return matches_any(key, policy.copy_metadata) and not matches_any(key, NEVER_COPIED)
+
+    kept_labels = {
+        key: value
+        for key, value in labels.items()
+        if key == MANAGED_BY_LABEL or key in recorded_labels or copyable(key)
+    }
+    kept_annotations = {
+        key: value
+        for key, value in annotations.items()
+        if key.startswith("secrets-operator.io/") or key in recorded_annotations or copyable(key)
+    }
+    return kept_labels, kept_annotations
+
+
 def desired_labels(blueprint: Blueprint, policy: Policy) -> dict[str, str]:
     return {**_copied(blueprint.labels, policy), MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 

@@ -13,7 +13,8 @@ Objects are reduced by a ``trim`` function as they arrive, so the cache holds on
 caller needs (for Secrets: never the data, unless the caller asks for it). Consumers get a
 callback per change; they must not block.
 
-What it does not do: interpret objects. Keys are ``namespace/name`` (or ``name``).
+What it does not do: interpret objects. Keys are ``namespace/name`` (or ``name``) unless the
+caller supplies a ``key`` function (e.g. the namespace alone, when the name is fixed).
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ class Informer(Generic[T]):
         trim: Trim[T],
         on_change: OnChange[T] | None = None,
         query: Query = (),
+        key: Callable[[JSON], str] = object_key,
         page_size: int = 500,
         inactivity_timeout: float = 70.0,
         watch_timeout: tuple[int, int] = (300, 600),
     ) -> None:
         self.kube, self.name, self.path, self.query = kube, name, path, tuple(query)
-        self.trim, self.on_change = trim, on_change
+        self.trim, self.on_change, self.key = trim, on_change, key
         self.page_size = page_size
         self.inactivity_timeout = inactivity_timeout
         self.watch_timeout = watch_timeout
@@ -132,7 +134,7 @@ class Informer(Generic[T]):
         resource_version = ""
         async for page in self.kube.list_pages(self.path, query=self.query, page_size=self.page_size):
             for item in page.get("items", []):
-                fresh[object_key(item)] = self.trim(item)
+                fresh[self.key(item)] = self.trim(item)
             resource_version = page.get("metadata", {}).get("resourceVersion", resource_version)
             self.heartbeat = time.monotonic()
         old, self.store = self.store, fresh
@@ -179,7 +181,7 @@ class Informer(Generic[T]):
             self.resource_version = resource_version
         if kind == "BOOKMARK":
             return
-        key = object_key(obj)
+        key = self.key(obj)
         previous = self.store.get(key)
         if kind in ("ADDED", "MODIFIED"):
             new = self.trim(obj)

@@ -1,0 +1,1313 @@
+"""``python -m tests.bench``: measure the operator on a private local control plane and report.
+
+Why it exists: docs/performance.md states targets (propagation latency, fan-out against a raw
+client, restart cost, idle traffic, memory, failover). This program produces the numbers behind
+them on the machine at hand, the same way every time: it starts its own control plane
+(``tests/cluster.py``) in a temporary directory, runs the operator as a separate process
+(``tests/operator.py``), observes the copies through its own independent watch, prints a
+markdown table on stdout and writes every figure, the machine and the exact command line to
+``bench-results/bench-<UTC timestamp>.json``. Progress goes to stderr.
+
+Benchmarks measure; they assert nothing about time. Each one keeps its objects under its own
+prefix and runs operators with ``INCLUDE_NAMESPACES=<prefix>-*``, so they do not interfere with
+each other; they do share the cluster, and every operator watches *all* namespaces, so the
+number of namespaces in the cluster is reported with the figures that depend on it. ``memory``
+runs last because it leaves the most namespaces behind.
+
+Operators that only prepare a benchmark (fill copies before the measured operator starts) run
+with a raised client-side rate limit (``FILLER_SETTINGS``) to save time; measured operators
+always run with the defaults. Secret data is generated here and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import secrets
+import shlex
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+from anyio.abc import TaskStatus
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client import ApiClient
+
+from secrets_operator.model import HASH_ANNOTATION
+from secrets_operator.planning import content_hash
+from tests.binaries import ETCD_VERSION, KUBERNETES_VERSION, BuildError
+from tests.cluster import ControlPlane, ControlPlaneError
+from tests.operator import Metrics, OperatorProcess
+from tests.support import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_DIR = REPO / "bench-results"
+#: Run order. ``memory`` last: it leaves up to 10,000 namespaces that every later operator would list.
+BENCHMARKS = ("propagation", "fanout", "restart", "idle", "failover", "memory")
+#: Each benchmark's namespaces, blueprints, Lease and operators are named after its prefix.
+PREFIXES = {
+    "propagation": "bprop",
+    "fanout": "bfan",
+    "restart": "brst",
+    "idle": "bidle",
+    "failover": "bfo",
+    "memory": "bmem",
+}
+#: The operator's default MAX_CONCURRENT_WRITES; the baseline and namespace creation use the same.
+CONCURRENCY = 16
+MERGE_PATCH = "application/merge-patch+json"
+#: Settings for operators that only fill copies before a measurement (never measured themselves).
+FILLER_SETTINGS = {"API_QPS": "1000", "API_BURST": "2000"}
+RSS_INTERVAL = 0.2
+RSS_TAIL_SECONDS = 10.0
+RSS_SETTLED_WINDOW = 5.0
+BARE_IMPORTS = "kubernetes_asyncio, aiohttp, anyio, pydantic_settings, prometheus_client"
+DEFAULT_TIMINGS = ("15", "10", "2")
+SHORT_TIMINGS = ("4", "3", "0.5")
+
+RECONCILES = "secrets_operator_reconciles_total"
+QUEUE_DEPTH = "secrets_operator_queue_depth"
+API_REQUESTS = "secrets_operator_api_requests_total"
+WRITES = "secrets_operator_writes_total"
+PROPAGATION = "secrets_operator_propagation_seconds"
+WATCH_RESTARTS = "secrets_operator_watch_restarts_total"
+
+_STARTED = time.monotonic()
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not be carried out (not: a figure missed its target)."""
+
+
+class ApiStatusError(BenchError):
+    """The API server answered with an error; carries the status, never a response body."""
+
+    def __init__(self, method: str, path: str, status: int, reason: str, retry_after: float = 0.0) -> None:
+        self.status, self.retry_after = status, retry_after
+        super().__init__(f"{method} {path}: HTTP {status} {reason}".rstrip())
+
+
+class WatchGoneError(Exception):
+    """The watch's resourceVersion is too old (410): relist."""
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.monotonic() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def fresh_data() -> dict[str, str]:
+    """New, random htpasswd-like Secret data (base64 values, as the API holds them)."""
+    return {"auth": b64(f"bench:$apr1${secrets.token_hex(4)}${secrets.token_urlsafe(22)}\n")}
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def by_label(metrics: Metrics, name: str, label: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for sample, labels, value in metrics.samples:
+        if sample == name:
+            key = labels.get(label, "")
+            totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def difference(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {key: after.get(key, 0.0) - before.get(key, 0.0) for key in sorted({*after, *before})}
+
+
+def verbs(counts: Mapping[str, float], *, digits: int = 0) -> str:
+    shown = [f"{verb} {value:.{digits}f}" for verb, value in sorted(counts.items()) if value]
+    return ", ".join(shown) or "none"
+
+
+def rss_of(pid: int) -> int | None:
+    """Resident set size of a process in bytes (VmRSS), or None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def mb(size: float) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+# ------------------------------------------------------------------------------------ the API
+
+
+class Api:
+    """Raw JSON over kubernetes_asyncio's ApiClient: no model objects, errors without bodies."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: object = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await self.client.call_api(
+            path,
+            method,
+            query_params=list(query),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        return response
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: object = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """One request; the decoded JSON body, or ApiStatusError."""
+        response = await self.open(
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+        try:
+            payload = await response.read()
+        finally:
+            response.release()
+        if response.status >= 400:
+            raise _failure(method, path, response, payload)
+        decoded: dict[str, Any] = json.loads(payload) if payload else {}
+        return decoded
+
+    async def list_all(
+        self, path: str, query: Sequence[tuple[str, str]] = ()
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every item of a paginated LIST, and the list's resourceVersion."""
+        items: list[dict[str, Any]] = []
+        token, resource_version = "", ""
+        while True:
+            page_query = [*query, ("limit", "500")] + ([("continue", token)] if token else [])
+            page = await self.send("GET", path, query=page_query)
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            resource_version = str(metadata.get("resourceVersion") or resource_version)
+            token = str(metadata.get("continue") or "")
+            if not token:
+                return items, resource_version
+
+    async def count_namespaces(self) -> int:
+        items, _ = await self.list_all("/api/v1/namespaces")
+        return len(items)
+
+    async def create_namespace(self, name: str) -> int:
+        """Create a namespace (already existing is fine); retries 429 and 5xx. Returns the 429 count."""
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        throttled = failures = 0
+        while True:
+            try:
+                await self.send("POST", "/api/v1/namespaces", body=body)
+                return throttled
+            except ApiStatusError as exc:
+                if exc.status == 409:  # AlreadyExists: a previous size or attempt made it
+                    return throttled
+                if exc.status == 429 and throttled < 100:
+                    throttled += 1
+                    await anyio.sleep(exc.retry_after or 1.0)
+                    continue
+                if exc.status < 500 or failures >= 8:
+                    raise
+                failures += 1
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                if failures >= 8:
+                    raise
+                failures += 1
+            await anyio.sleep(min(0.2 * 2**failures, 5.0))
+
+    async def create_namespaces(self, names: Sequence[str], *, what: str) -> dict[str, float]:
+        """Create ``names`` with CONCURRENCY requests in flight; returns seconds, rate and 429s."""
+        pending = iter(names)
+        done = throttled = 0
+        began = last_report = time.monotonic()
+
+        async def worker() -> None:
+            nonlocal done, throttled, last_report
+            for name in pending:
+                throttled += await self.create_namespace(name)
+                done += 1
+                now = time.monotonic()
+                if now - last_report >= 5:
+                    last_report = now
+                    progress(f"{what}: {done}/{len(names)} namespaces created ({done / (now - began):.0f}/s)")
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(min(CONCURRENCY, len(names)) or 1):
+                tasks.start_soon(worker)
+        seconds = time.monotonic() - began
+        if names:
+            progress(f"{what}: {len(names)} namespaces created in {seconds:.1f} s")
+        return {
+            "count": len(names),
+            "seconds": seconds,
+            "per_second": len(names) / seconds if seconds > 0 else 0.0,
+            "throttled_429": throttled,
+        }
+
+
+def _failure(method: str, path: str, response: aiohttp.ClientResponse, payload: bytes) -> ApiStatusError:
+    reason = response.reason or ""
+    with contextlib.suppress(ValueError, AttributeError):
+        status = json.loads(payload)
+        if status.get("kind") == "Status":  # a Status never carries Secret data
+            reason = f"{status.get('reason', '')}: {str(status.get('message', ''))[:200]}"
+    try:
+        retry_after = float(response.headers.get("Retry-After", "0"))
+    except ValueError:
+        retry_after = 1.0
+    return ApiStatusError(method, path, response.status, reason, retry_after)
+
+
+# -------------------------------------------------------------------------- observing copies
+
+
+class Notifier:
+    """Wakes waiters whenever a watch saw something; waiting is for a condition, with a deadline."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(
+        self,
+        condition: Callable[[], bool],
+        *,
+        timeout: float,
+        what: str,
+        status: Callable[[], str] | None = None,
+        every: float = 10.0,
+    ) -> bool:
+        """True once ``condition()`` holds; False (reported on stderr) after ``timeout`` seconds."""
+        began = time.monotonic()
+        deadline, next_report = began + timeout, began + every
+        while not condition():
+            now = time.monotonic()
+            if now >= deadline:
+                progress(
+                    f"gave up waiting for {what} after {timeout:.0f} s" + (f": {status()}" if status else "")
+                )
+                return False
+            if status is not None and now >= next_report:
+                progress(f"waiting for {what}: {status()}")
+                next_report = now + every
+            event = self._event
+            with anyio.move_on_after(min(deadline, next_report) - now):
+                await event.wait()
+        return True
+
+
+class CopyWatch:
+    """An independent LIST+WATCH of every Secret named ``name``, as a user of the cluster sees it.
+
+    For each namespace under the prefix it records when a copy was first seen, the copy's current
+    ``source-hash`` annotation, and when each hash was first seen. Times are ``time.monotonic()``
+    at the arrival of the chunk that carried the event. Data is never kept.
+    """
+
+    def __init__(self, api: Api, name: str, *, prefix: str, home: str, notifier: Notifier) -> None:
+        self.api, self.name, self.prefix, self.home = api, name, prefix, home
+        self.notifier = notifier
+        self.first_seen: dict[str, float] = {}
+        self.current: dict[str, str] = {}
+        self.hash_seen: dict[str, dict[str, float]] = {}
+        self.hash_counts: Counter[str] = Counter()
+        self.resource_version = ""
+        self.relists = 0
+        self.reopened = 0
+
+    @property
+    def query(self) -> list[tuple[str, str]]:
+        return [("fieldSelector", f"metadata.name={self.name}")]
+
+    def _observe(self, kind: str, obj: Mapping[str, Any], now: float) -> None:
+        metadata = obj.get("metadata") or {}
+        resource_version = metadata.get("resourceVersion")
+        if resource_version:
+            self.resource_version = str(resource_version)
+        if kind == "BOOKMARK":
+            return
+        namespace = str(metadata.get("namespace", ""))
+        if not namespace.startswith(f"{self.prefix}-") or namespace == self.home:
+            return
+        previous = self.current.pop(namespace, None)
+        if previous is not None:
+            self.hash_counts[previous] -= 1
+        if kind != "DELETED":
+            digest = str((metadata.get("annotations") or {}).get(HASH_ANNOTATION, ""))
+            self.current[namespace] = digest
+            self.hash_counts[digest] += 1
+            self.first_seen.setdefault(namespace, now)
+            self.hash_seen.setdefault(namespace, {}).setdefault(digest, now)
+        self.notifier.notify()
+
+    async def _list(self) -> None:
+        items, self.resource_version = await self.api.list_all("/api/v1/secrets", self.query)
+        now = time.monotonic()
+        for namespace in list(self.current):
+            self._observe("DELETED", {"metadata": {"namespace": namespace}}, now)
+        for item in items:
+            self._observe("ADDED", item, now)
+
+    async def _open(self) -> aiohttp.ClientResponse:
+        query = [
+            *self.query,
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", self.resource_version),
+            ("timeoutSeconds", "3600"),
+        ]
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None)
+        response = await self.api.open("GET", "/api/v1/secrets", query=query, timeout=timeout)
+        if response.status >= 400:
+            payload = await response.read()
+            response.release()
+            if response.status == 410:
+                raise WatchGoneError
+            raise _failure("WATCH", "/api/v1/secrets", response, payload)
+        return response
+
+    async def _consume(self, response: aiohttp.ClientResponse) -> None:
+        buffer = b""
+        try:
+            async for chunk in response.content.iter_any():
+                now = time.monotonic()
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if obj.get("code") == 410:
+                            raise WatchGoneError
+                        raise BenchError(f"watch error {obj.get('code')} {obj.get('reason', '')}")
+                    self._observe(str(event.get("type")), obj, now)
+        finally:
+            response.release()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """List, then watch forever; signals ``started`` once the first stream is open."""
+        await self._list()
+        started = False
+        while True:
+            try:
+                response = await self._open()
+                if not started:
+                    task_status.started()
+                    started = True
+                await self._consume(response)
+                self.reopened += 1
+            except WatchGoneError:
+                self.relists += 1
+                await self._list()
+            except (aiohttp.ClientError, TimeoutError, OSError, ApiStatusError) as exc:
+                if not started:
+                    raise
+                progress(f"watch on {self.name} broke ({type(exc).__name__}); reopening")
+                self.reopened += 1
+                await anyio.sleep(0.5)
+
+
+class Copies:
+    """The copies of every blueprint of one benchmark, one watch per blueprint name."""
+
+    def __init__(self, watches: list[CopyWatch], notifier: Notifier) -> None:
+        self.watches, self.notifier = watches, notifier
+
+    def seen(self, namespace: str) -> float | None:
+        """When the last of the namespace's copies was first seen, or None while one is missing."""
+        times = [watch.first_seen.get(namespace) for watch in self.watches]
+        return None if any(t is None for t in times) else max(t for t in times if t is not None)
+
+    def present(self) -> int:
+        """Namespaces under the prefix where every blueprint's copy exists now."""
+        return min(len(watch.current) for watch in self.watches)
+
+    def status(self, target: int) -> Callable[[], str]:
+        return lambda: f"{self.present()}/{target} namespaces have every copy"
+
+    async def wait_present(self, target: int, *, timeout: float, what: str) -> None:
+        if not await self.notifier.wait(
+            lambda: self.present() >= target, timeout=timeout, what=what, status=self.status(target)
+        ):
+            raise BenchError(f"only {self.present()}/{target} namespaces got their copies ({what})")
+
+
+# ------------------------------------------------------------------------------ the operators
+
+
+@dataclasses.dataclass(frozen=True)
+class Corner:
+    """One benchmark's private corner of the cluster: a prefix, a home namespace, blueprints."""
+
+    prefix: str
+    blueprint_count: int
+
+    @property
+    def home(self) -> str:
+        return f"{self.prefix}-home"
+
+    @property
+    def blueprints(self) -> list[str]:
+        return [f"{self.prefix}-bp{index}" for index in range(self.blueprint_count)]
+
+    def namespace(self, suffix: int | str) -> str:
+        return f"{self.prefix}-{suffix:05d}" if isinstance(suffix, int) else f"{self.prefix}-{suffix}"
+
+    def env(self, *, lease: str | None = None, **settings: str) -> dict[str, str]:
+        """Operator settings for this corner; ``settings`` keys are variables without the prefix."""
+        env = {
+            "BLUEPRINTS": ",".join(f"{self.home}/{name}" for name in self.blueprints),
+            "INCLUDE_NAMESPACES": f"{self.prefix}-*",
+            "LEASE_NAME": lease or self.prefix,
+            "LEASE_NAMESPACE": "default",
+            "LOG_LEVEL": "INFO",
+            **settings,
+        }
+        return {f"SECRETS_OPERATOR_{key}": value for key, value in env.items()}
+
+
+class Fleet:
+    """Every operator process a run starts, so that all of them are stopped whatever happens."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+        self.kubeconfig, self.log_dir = kubeconfig, log_dir
+        self.processes: list[OperatorProcess] = []
+
+    def start(self, name: str, env: Mapping[str, str]) -> OperatorProcess:
+        process = OperatorProcess(name=name, kubeconfig=self.kubeconfig, env=env, log_dir=self.log_dir)
+        self.processes.append(process)
+        process.start()
+        return process
+
+    async def stop(self, process: OperatorProcess, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Signal the process and wait for it to exit (SIGKILL after 20 s)."""
+        popen = process.popen
+        if popen is None or popen.poll() is not None:
+            return
+        popen.send_signal(sig)
+        try:
+            await process.wait_exit(20)
+        except TimeoutError:
+            popen.kill()
+            await process.wait_exit(20)
+
+    async def stop_running(self) -> None:
+        for process in self.processes:
+            await self.stop(process)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+    def print_logs(self, prefix: str, lines: int = 30) -> None:
+        """The operators' own logs (which never hold Secret data), for a benchmark that failed."""
+        for process in self.processes:
+            if process.name.startswith(prefix):
+                tail = "\n".join(process.log.splitlines()[-lines:])
+                print(f"----- last {lines} lines of operator {process.name} -----\n{tail}", file=sys.stderr)
+
+
+async def metrics_until(
+    process: OperatorProcess,
+    condition: Callable[[Metrics], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+) -> Metrics:
+    with anyio.move_on_after(timeout):
+        while True:
+            metrics = await process.metrics()
+            if condition(metrics):
+                return metrics
+            await anyio.sleep(interval)
+    raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# ------------------------------------------------------------------------------- the results
+
+
+@dataclasses.dataclass
+class Result:
+    """One benchmark's table rows (figure, value) and its raw numbers for the JSON file."""
+
+    name: str
+    rows: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def row(self, figure: str, value: str) -> None:
+        self.rows.append((figure, value))
+        progress(f"{self.name}: {figure}: {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    namespaces: int
+    fanout: int
+    restart: int
+    memory: tuple[int, ...]
+    idle_seconds: float
+    rate: float
+    only: tuple[str, ...]
+    blueprints: int | None
+    documented: bool
+
+    def blueprints_for(self, benchmark: str) -> int:
+        return self.blueprints or (2 if benchmark == "memory" else 1)
+
+
+# ------------------------------------------------------------------------------ benchmarks
+
+
+class Bench:
+    """The benchmarks, sharing one API client, one control plane and one fleet of operators."""
+
+    def __init__(self, api: Api, plane: ControlPlane, fleet: Fleet, options: Options) -> None:
+        self.api, self.plane, self.fleet, self.options = api, plane, fleet, options
+
+    # -- helpers
+
+    async def prepare(self, corner: Corner) -> None:
+        """The home namespace and the blueprints, with random data."""
+        await self.api.create_namespace(corner.home)
+        for name in corner.blueprints:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name},
+                "type": "Opaque",
+                "data": fresh_data(),
+            }
+            await self.api.send("POST", f"/api/v1/namespaces/{corner.home}/secrets", body=body)
+
+    @contextlib.asynccontextmanager
+    async def watching(self, corner: Corner) -> AsyncIterator[Copies]:
+        """Independent watches on the corner's copies, open before the body runs."""
+        notifier = Notifier()
+        watches = [
+            CopyWatch(self.api, name, prefix=corner.prefix, home=corner.home, notifier=notifier)
+            for name in corner.blueprints
+        ]
+        async with anyio.create_task_group() as tasks:
+            for watch in watches:
+                await tasks.start(watch.run)
+            try:
+                yield Copies(watches, notifier)
+            finally:
+                tasks.cancel_scope.cancel()
+
+    async def settle(self, process: OperatorProcess, *, timeout: float = 300) -> int:
+        """Wait until ``process`` is ready, leads, has reconciled every namespace once, and is idle."""
+        await process.wait_ready(timeout)
+        await wait_for(process.is_leader, timeout=timeout, what=f"{process.name} to lead")
+        total = await self.api.count_namespaces()
+        await metrics_until(
+            process,
+            lambda m: m.value(RECONCILES) >= total and m.value(QUEUE_DEPTH) == 0,
+            timeout=timeout,
+            what=f"{process.name} to finish its first pass over {total} namespaces",
+        )
+        return total
+
+    async def wait_idle(self, process: OperatorProcess, *, timeout: float = 120) -> None:
+        await metrics_until(
+            process, lambda m: m.value(QUEUE_DEPTH) == 0, timeout=timeout, what=f"{process.name} to be idle"
+        )
+
+    async def first_pass(
+        self, process: OperatorProcess, began: float, namespaces: int
+    ) -> tuple[float, float, Metrics]:
+        """Seconds from ``began`` to /readyz 200 and to ``namespaces`` reconciles; the metrics then."""
+        await process.wait_ready(300)
+        ready = time.monotonic() - began
+        metrics = await metrics_until(
+            process,
+            lambda m: m.value(RECONCILES) >= namespaces,
+            timeout=300 + namespaces / 20,
+            what=f"{process.name} to reconcile {namespaces} namespaces",
+            interval=0.05,
+        )
+        return ready, time.monotonic() - began, metrics
+
+    # -- a. propagation
+
+    async def propagation(self) -> Result:
+        """New namespace → copy observed by an independent watch, at a steady creation rate."""
+        result = Result("propagation")
+        count, rate = self.options.namespaces, self.options.rate
+        corner = Corner(PREFIXES["propagation"], self.options.blueprints_for("propagation"))
+        await self.prepare(corner)
+        async with self.watching(corner) as copies:
+            operator = self.fleet.start(f"{corner.prefix}-a", corner.env())
+            cluster_namespaces = await self.settle(operator)
+            progress(f"propagation: creating {count} namespaces at {rate:g}/s, one at a time")
+            names = [corner.namespace(index) for index in range(count)]
+            created: dict[str, float] = {}
+            throttled = 0
+            began = time.monotonic()
+            for index, name in enumerate(names):
+                delay = began + index / rate - time.monotonic()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                throttled += await self.api.create_namespace(name)
+                created[name] = time.monotonic()
+                if (index + 1) % 100 == 0:
+                    progress(f"propagation: {index + 1}/{count} namespaces created")
+            # N creates span N - 1 intervals at the requested rate.
+            span = created[names[-1]] - created[names[0]]
+            achieved = (count - 1) / span if span > 0 else 0.0
+            await copies.notifier.wait(
+                lambda: copies.present() >= count,
+                timeout=60 + count / 10,
+                what="every copy",
+                status=copies.status(count),
+            )
+            metrics = await operator.metrics()
+        latencies = [
+            (seen - created[name]) * 1000 for name in names if (seen := copies.seen(name)) is not None
+        ]
+        result.data.update(
+            namespaces=count,
+            rate_requested=rate,
+            rate_achieved=achieved,
+            observed=len(latencies),
+            latencies_ms=[round(value, 3) for value in latencies],
+            throttled_429=throttled,
+            cluster_namespaces_at_start=cluster_namespaces,
+            operator_writes=by_label(metrics, WRITES, "result"),
+            operator_propagation_count=metrics.value(f"{PROPAGATION}_count"),
+            operator_propagation_sum=metrics.value(f"{PROPAGATION}_sum"),
+        )
+        result.row("namespaces created (achieved rate)", f"{count} ({achieved:.1f}/s)")
+        result.row("copies observed", f"{len(latencies)}/{count}")
+        if latencies:
+            for pct in (50, 90, 99):
+                value = percentile(latencies, pct)
+                result.data[f"p{pct}_ms"] = value
+                result.row(f"p{pct}", f"{value:.1f} ms")
+            result.data["max_ms"] = max(latencies)
+            result.row("max", f"{max(latencies):.1f} ms")
+        if metrics.value(f"{PROPAGATION}_count"):
+            mean = metrics.value(f"{PROPAGATION}_sum") / metrics.value(f"{PROPAGATION}_count") * 1000
+            result.row("operator's own view (propagation_seconds mean)", f"{mean:.1f} ms")
+        result.row("429s while creating namespaces", str(throttled))
+        return result
+
+    # -- b. fan-out
+
+    async def fanout(self) -> Result:
+        """One blueprint update to M copies, against a raw client patching the same copies."""
+        result = Result("fanout")
+        count = self.options.fanout
+        corner = Corner(PREFIXES["fanout"], self.options.blueprints_for("fanout"))
+        await self.prepare(corner)
+        blueprint = corner.blueprints[0]
+        names = [corner.namespace(index) for index in range(count)]
+        async with self.watching(corner) as copies:
+            watch = copies.watches[0]
+            operator = self.fleet.start(f"{corner.prefix}-a", corner.env())
+            await self.settle(operator)
+            setup = await self.api.create_namespaces(names, what="fanout setup")
+            await copies.wait_present(count, timeout=300 + count / 5, what=f"{count} initial copies")
+            await self.wait_idle(operator)
+            before = await operator.metrics()
+
+            data = fresh_data()
+            expected = content_hash("Opaque", data)
+            progress(f"fanout: updating blueprint {corner.home}/{blueprint}")
+            await self.api.send(
+                "PATCH",
+                f"/api/v1/namespaces/{corner.home}/secrets/{blueprint}",
+                body={"data": data},
+                content_type=MERGE_PATCH,
+            )
+            patched = time.monotonic()
+            complete = await copies.notifier.wait(
+                lambda: watch.hash_counts[expected] >= count,
+                timeout=300 + count / 5,
+                what=f"{count} updated copies",
+                status=lambda: f"{watch.hash_counts[expected]}/{count} updated",
+            )
+            if not complete:
+                raise BenchError(f"only {watch.hash_counts[expected]}/{count} copies were updated")
+            operator_seconds = max(watch.hash_seen[name][expected] for name in names) - patched
+            after = await operator.metrics()
+            writes = difference(by_label(after, WRITES, "action"), by_label(before, WRITES, "action"))
+            requests = difference(
+                by_label(after, API_REQUESTS, "verb"), by_label(before, API_REQUESTS, "verb")
+            )
+
+            progress("fanout: stopping the operator (SIGTERM) for the baseline")
+            await self.fleet.stop(operator)
+            data = fresh_data()
+            digest = content_hash("Opaque", data)
+            body = {"metadata": {"annotations": {HASH_ANNOTATION: digest}}, "data": data}
+            pending = iter(names)
+
+            async def patcher() -> None:
+                for name in pending:
+                    await self.api.send(
+                        "PATCH",
+                        f"/api/v1/namespaces/{name}/secrets/{blueprint}",
+                        body=body,
+                        content_type=MERGE_PATCH,
+                    )
+
+            progress(f"fanout: baseline, {count} merge patches with {CONCURRENCY} in flight")
+            baseline_began = time.monotonic()
+            async with anyio.create_task_group() as tasks:
+                for _ in range(min(CONCURRENCY, count)):
+                    tasks.start_soon(patcher)
+            baseline_seconds = time.monotonic() - baseline_began
+            observed = await copies.notifier.wait(
+                lambda: watch.hash_counts[digest] >= count, timeout=120, what="the baseline's patches"
+            )
+            baseline_observed = (
+                max(watch.hash_seen[name][digest] for name in names) - baseline_began if observed else None
+            )
+        ratio = operator_seconds / baseline_seconds
+        result.data.update(
+            copies=count,
+            setup_namespaces=setup,
+            operator_seconds=operator_seconds,
+            operator_writes=writes,
+            operator_requests=requests,
+            baseline_seconds=baseline_seconds,
+            baseline_observed_seconds=baseline_observed,
+            ratio=ratio,
+            concurrency=CONCURRENCY,
+        )
+        result.row("copies", str(count))
+        result.row("operator: patch → every copy updated (watch)", f"{operator_seconds:.2f} s")
+        result.row("baseline: raw client, first request → last response", f"{baseline_seconds:.2f} s")
+        if baseline_observed is not None:
+            result.row(
+                "baseline: first request → last update seen by the watch", f"{baseline_observed:.2f} s"
+            )
+        result.row("ratio operator / baseline", f"{ratio:.2f}")
+        result.row("operator writes during the fan-out", verbs(writes))
+        return result
+
+    # -- c. restart
+
+    async def restart(self) -> Result:
+        """Restart with K namespaces in sync: time to ready and to the end of the first pass."""
+        result = Result("restart")
+        count = self.options.restart
+        corner = Corner(PREFIXES["restart"], self.options.blueprints_for("restart"))
+        await self.prepare(corner)
+        names = [corner.namespace(index) for index in range(count)]
+        async with self.watching(corner) as copies:
+            filler = self.fleet.start(f"{corner.prefix}-filler", corner.env(**FILLER_SETTINGS))
+            await self.settle(filler)
+            setup = await self.api.create_namespaces(names, what="restart setup")
+            await copies.wait_present(count, timeout=300 + count / 5, what=f"{count} copies")
+            await self.wait_idle(filler)
+            progress("restart: stopping the operator (SIGTERM)")
+            await self.fleet.stop(filler)
+        total = await self.api.count_namespaces()
+        progress(f"restart: starting a new operator; {total} namespaces in the cluster")
+        began = time.monotonic()
+        operator = self.fleet.start(f"{corner.prefix}-b", corner.env())
+        ready, first_pass, metrics = await self.first_pass(operator, began, total)
+        requests = by_label(metrics, API_REQUESTS, "verb")
+        writes = metrics.value(WRITES)
+        await self.fleet.stop(operator)
+        result.data.update(
+            namespaces_in_sync=count,
+            cluster_namespaces=total,
+            setup_namespaces=setup,
+            ready_seconds=ready,
+            first_pass_seconds=first_pass,
+            requests=requests,
+            writes=writes,
+            writes_by_action=by_label(metrics, WRITES, "action"),
+        )
+        result.row("namespaces in sync (in the cluster)", f"{count} ({total})")
+        result.row("process start → /readyz 200", f"{ready:.2f} s")
+        result.row("process start → first pass done", f"{first_pass:.2f} s")
+        result.row("API requests by verb", verbs(requests))
+        result.row("writes", f"{writes:.0f}")
+        return result
+
+    # -- d. idle
+
+    async def idle(self) -> Result:
+        """Requests per minute of a leader and a standby while nothing changes."""
+        result = Result("idle")
+        seconds = self.options.idle_seconds
+        corner = Corner(PREFIXES["idle"], self.options.blueprints_for("idle"))
+        await self.prepare(corner)
+        names = [corner.namespace(index) for index in range(10)]
+        await self.api.create_namespaces(names, what="idle setup")
+        async with self.watching(corner) as copies:
+            leader = self.fleet.start(f"{corner.prefix}-a", corner.env())
+            await self.settle(leader)
+            await copies.wait_present(len(names), timeout=120, what="the copies")
+        standby = self.fleet.start(f"{corner.prefix}-b", corner.env())
+        await standby.wait_ready(120)
+        await self._quiet(standby)
+        if await standby.is_leader():
+            raise BenchError("the second replica leads; expected a standby")
+        before = {p.name: (await p.metrics(), time.monotonic()) for p in (leader, standby)}
+        progress(f"idle: watching request counters for {seconds:g} s")
+        await anyio.sleep(seconds)  # deliberate: this is the idle period being measured
+        still_leading = await leader.is_leader() and not await standby.is_leader()
+        for role, process in (("leader", leader), ("standby", standby)):
+            metrics, then = before[process.name]
+            now_metrics = await process.metrics()
+            minutes = (time.monotonic() - then) / 60
+            per_minute = {
+                verb: value / minutes
+                for verb, value in difference(
+                    by_label(now_metrics, API_REQUESTS, "verb"), by_label(metrics, API_REQUESTS, "verb")
+                ).items()
+            }
+            restarts = now_metrics.value(WATCH_RESTARTS) - metrics.value(WATCH_RESTARTS)
+            result.data[role] = {"requests_per_minute": per_minute, "watch_restarts": restarts}
+            result.row(f"{role}: requests/min by verb", verbs(per_minute, digits=1))
+            result.row(f"{role}: watch restarts", f"{restarts:.0f}")
+        result.data.update(seconds=seconds, roles_unchanged=still_leading)
+        result.row("roles unchanged during the window", "yes" if still_leading else "NO")
+        await self.fleet.stop(standby)
+        await self.fleet.stop(leader)
+        return result
+
+    async def _quiet(self, process: OperatorProcess, *, timeout: float = 20) -> None:
+        """Wait until the request counters stop moving for 2 s (start-up requests done)."""
+        with anyio.move_on_after(timeout):
+            last = by_label(await process.metrics(), API_REQUESTS, "verb")
+            while True:
+                await anyio.sleep(2)
+                now = by_label(await process.metrics(), API_REQUESTS, "verb")
+                if now == last:
+                    return
+                last = now
+        progress(f"idle: {process.name}'s request counters kept moving; measuring anyway")
+
+    # -- e. memory
+
+    async def memory(self) -> Result:
+        """Peak and settled RSS of a fresh operator over S namespaces x B blueprints, copies in sync."""
+        result = Result("memory")
+        blueprints = self.options.blueprints_for("memory")
+        corner = Corner(PREFIXES["memory"], blueprints)
+        await self.prepare(corner)
+        bare = await bare_python_rss()
+        result.data["bare_python_rss_bytes"] = bare
+        result.row(f"bare python importing {BARE_IMPORTS}", mb(bare))
+        result.data["sizes"] = []
+        created = 0
+        async with self.watching(corner) as copies:
+            for size in sorted(set(self.options.memory)):
+                progress(f"memory: {size} namespaces x {blueprints} blueprints")
+                filler = self.fleet.start(f"{corner.prefix}-filler-{size}", corner.env(**FILLER_SETTINGS))
+                await self.settle(filler)
+                names = [corner.namespace(index) for index in range(created, size)]
+                creation = await self.api.create_namespaces(names, what=f"memory {size}")
+                created = max(created, size)
+                copies_began = time.monotonic()
+                await copies.wait_present(
+                    size, timeout=600 + size * blueprints / 20, what=f"{size} x {blueprints} copies"
+                )
+                copies_seconds = time.monotonic() - copies_began
+                await self.wait_idle(filler)
+                await self.fleet.stop(filler)
+                total = await self.api.count_namespaces()
+                figures = await self._measure_rss(corner, size, total)
+                figures.update(
+                    size=size,
+                    blueprints=blueprints,
+                    cluster_namespaces=total,
+                    namespace_creation=creation,
+                    copies_wait_after_creation_seconds=copies_seconds,
+                )
+                result.data["sizes"].append(figures)
+                label = f"{size} x {blueprints}"
+                result.row(
+                    f"{label}: creating {creation['count']:.0f} namespaces",
+                    f"{creation['seconds']:.1f} s ({creation['per_second']:.0f}/s, "
+                    f"{creation['throttled_429']:.0f} × 429)",
+                )
+                result.row(f"{label}: peak RSS", mb(figures["peak_rss_bytes"]))
+                result.row(f"{label}: settled RSS (median of the last 5 s)", mb(figures["settled_rss_bytes"]))
+                result.row(
+                    f"{label}: ready / first pass ({total} namespaces in the cluster)",
+                    f"{figures['ready_seconds']:.1f} s / {figures['first_pass_seconds']:.1f} s, "
+                    f"{figures['writes']:.0f} writes",
+                )
+        return result
+
+    async def _measure_rss(self, corner: Corner, size: int, total: int) -> dict[str, Any]:
+        samples: list[tuple[float, int]] = []
+        began = time.monotonic()
+        operator = self.fleet.start(f"{corner.prefix}-{size}", corner.env())
+        assert operator.popen is not None
+        pid = operator.popen.pid
+
+        async def sample() -> None:
+            while (rss := rss_of(pid)) is not None:
+                samples.append((time.monotonic() - began, rss))
+                await anyio.sleep(RSS_INTERVAL)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sample)
+            ready, first_pass, metrics = await self.first_pass(operator, began, total)
+            await anyio.sleep(RSS_TAIL_SECONDS)  # deliberate: RSS after the pass, sampled meanwhile
+            tasks.cancel_scope.cancel()
+        await self.fleet.stop(operator)
+        end = samples[-1][0]
+        settled = statistics.median(rss for t, rss in samples if t >= end - RSS_SETTLED_WINDOW)
+        return {
+            "peak_rss_bytes": max(rss for _, rss in samples),
+            "settled_rss_bytes": settled,
+            "ready_seconds": ready,
+            "first_pass_seconds": first_pass,
+            "writes": metrics.value(WRITES),
+            "requests": by_label(metrics, API_REQUESTS, "verb"),
+            "rss_samples": [(round(t, 2), rss) for t, rss in samples],
+        }
+
+    # -- f. failover
+
+    async def failover(self) -> Result:
+        """Signal → copy in a namespace created right after, for SIGTERM/SIGKILL x two timings."""
+        result = Result("failover")
+        corner = Corner(PREFIXES["failover"], self.options.blueprints_for("failover"))
+        await self.prepare(corner)
+        result.data["cases"] = []
+        async with self.watching(corner) as copies:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for label, timings in (("default", DEFAULT_TIMINGS), ("short", SHORT_TIMINGS)):
+                    case = await self._failover_case(corner, copies, sig, label, timings)
+                    result.data["cases"].append(case)
+                    seconds = case["signal_to_copy_seconds"]
+                    result.row(
+                        f"{sig.name}, timings {'/'.join(timings)} s: signal → copy in a new namespace",
+                        f"{seconds * 1000:.0f} ms" if seconds < 2 else f"{seconds:.2f} s",
+                    )
+        return result
+
+    async def _failover_case(
+        self, corner: Corner, copies: Copies, sig: signal.Signals, label: str, timings: tuple[str, str, str]
+    ) -> dict[str, Any]:
+        case = f"{sig.name.lower().removeprefix('sig')}-{label}"
+        duration, deadline, retry = timings
+        env = corner.env(
+            lease=f"{corner.prefix}-{case}",
+            LEASE_DURATION_SECONDS=duration,
+            RENEW_DEADLINE_SECONDS=deadline,
+            RETRY_PERIOD_SECONDS=retry,
+        )
+        progress(f"failover: {case}: starting two replicas")
+        replicas = [self.fleet.start(f"{corner.prefix}-{case}-{suffix}", env) for suffix in ("a", "b")]
+        for replica in replicas:
+            await replica.wait_ready(120)
+
+        async def sole_leader() -> OperatorProcess | None:
+            leaders = [replica for replica in replicas if await replica.is_leader()]
+            return leaders[0] if len(leaders) == 1 else None
+
+        leader = await wait_for(sole_leader, timeout=float(duration) * 2 + 30, what="one leader")
+        standby = next(replica for replica in replicas if replica is not leader)
+        total = await self.settle(leader)
+        probe = corner.namespace(f"{case}-probe")
+        signalled = time.monotonic()
+        leader.send(sig)
+        await self.api.create_namespace(probe)
+        created = time.monotonic() - signalled
+        if not await copies.notifier.wait(
+            lambda: copies.seen(probe) is not None, timeout=float(duration) + 60, what=f"the copy in {probe}"
+        ):
+            raise BenchError(f"{case}: no copy appeared in {probe}")
+        seen = copies.seen(probe)
+        assert seen is not None
+        standby_leads = await standby.is_leader()
+        await leader.wait_exit(30)
+        await self.fleet.stop(standby)
+        return {
+            "case": case,
+            "signal": sig.name,
+            "timings": {"lease_duration": duration, "renew_deadline": deadline, "retry_period": retry},
+            "signal_to_copy_seconds": seen - signalled,
+            "signal_to_namespace_created_seconds": created,
+            "standby_leads_afterwards": standby_leads,
+            "cluster_namespaces": total,
+        }
+
+
+async def bare_python_rss() -> int:
+    """RSS of a Python process that imports the operator's dependencies and nothing else."""
+    code = (
+        f"import {BARE_IMPORTS}\n"
+        "print(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1])"
+    )
+    finished = await anyio.run_process([sys.executable, "-c", code])
+    return int(finished.stdout.decode().strip()) * 1024
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def machine() -> dict[str, Any]:
+    memory_total = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_total = int(line.split()[1]) * 1024
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        cpu_model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_total_bytes": memory_total,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "kubernetes": KUBERNETES_VERSION,
+        "etcd": ETCD_VERSION,
+    }
+
+
+async def run_all(options: Options, plane: ControlPlane, fleet: Fleet, results: list[Result]) -> None:
+    client = await config.new_client_from_config(config_file=str(plane.admin_kubeconfig))
+    async with client:
+        bench = Bench(Api(client), plane, fleet, options)
+        for name in BENCHMARKS:
+            if name not in options.only:
+                continue
+            progress(f"=== {name}")
+            result = Result(name)
+            began = time.monotonic()
+            try:
+                runner: Callable[[], Awaitable[Result]] = getattr(bench, name)
+                result = await runner()
+            except anyio.get_cancelled_exc_class():
+                result.error = "interrupted"
+                raise
+            except Exception as exc:
+                traceback.print_exc()
+                result.error = f"{type(exc).__name__}: {exc}"
+                progress(f"{name} failed: {result.error}")
+                fleet.print_logs(PREFIXES[name])
+            finally:
+                result.seconds = time.monotonic() - began
+                results.append(result)
+                with anyio.CancelScope(shield=True):
+                    await fleet.stop_running()
+            progress(f"=== {name} done in {result.seconds:.0f} s")
+
+
+def table(results: Iterable[Result], info: Mapping[str, Any]) -> str:
+    lines = [
+        f"Machine: {info['cores']} cores ({info['cpu_model'] or 'unknown CPU'}), "
+        f"{info['memory_total_bytes'] / 2**30:.1f} GiB, Python {info['python']}, "
+        f"Kubernetes {info['kubernetes']}, etcd {info['etcd']}",
+        "",
+        "| benchmark | figure | value |",
+        "|---|---|---|",
+    ]
+    for result in results:
+        for figure, value in result.rows:
+            lines.append(f"| {result.name} | {figure} | {value} |")
+        if result.error:
+            lines.append(f"| {result.name} | FAILED | {result.error.replace('|', '/')} |")
+        lines.append(f"| {result.name} | (benchmark wall time) | {result.seconds:.0f} s |")
+    return "\n".join(lines)
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive sizes")
+    return values
+
+
+def names(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {BENCHMARKS}"
+        )
+    return chosen
+
+
+def parse(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench",
+        description="Benchmarks on a private local control plane; prints a markdown table and writes "
+        "bench-results/bench-<UTC timestamp>.json. Defaults are QUICK sizes; --documented selects "
+        "the sizes docs/performance.md quotes.",
+    )
+    parser.add_argument(
+        "--documented",
+        action="store_true",
+        help="documented sizes: --namespaces 500 --fanout 1000 "
+        "--memory 1000,5000,10000 (explicit options still win)",
+    )
+    parser.add_argument(
+        "--namespaces", type=int, help="propagation: namespaces to create (200; documented 500)"
+    )
+    parser.add_argument("--rate", type=float, default=20.0, help="propagation: namespaces per second (20)")
+    parser.add_argument("--fanout", type=int, help="fanout: copies to update (300; documented 1000)")
+    parser.add_argument("--restart", type=int, default=1000, help="restart: namespaces in sync (1000)")
+    parser.add_argument(
+        "--memory",
+        type=sizes,
+        help="memory: comma list of namespace counts (1000,5000; documented 1000,5000,10000)",
+    )
+    parser.add_argument("--idle-seconds", type=float, default=120.0, help="idle: length of the window (120)")
+    parser.add_argument(
+        "--blueprints",
+        type=int,
+        help="blueprints per benchmark (default 1; 2 for memory, whose target "
+        "is 10,000 namespaces x 2 blueprints)",
+    )
+    parser.add_argument(
+        "--only", type=names, default=BENCHMARKS, help=f"comma list of {', '.join(BENCHMARKS)}"
+    )
+    args = parser.parse_args(argv)
+    documented = bool(args.documented)
+    options = Options(
+        namespaces=args.namespaces or (500 if documented else 200),
+        fanout=args.fanout or (1000 if documented else 300),
+        restart=args.restart,
+        memory=args.memory or ((1000, 5000, 10000) if documented else (1000, 5000)),
+        idle_seconds=args.idle_seconds,
+        rate=args.rate,
+        only=args.only,
+        blueprints=args.blueprints,
+        documented=documented,
+    )
+    for field in ("namespaces", "fanout", "restart", "idle_seconds", "rate"):
+        if getattr(options, field) <= 0:
+            parser.error(f"--{field.replace('_', '-')} must be positive")
+    if options.blueprints is not None and options.blueprints < 1:
+        parser.error("--blueprints must be positive")
+    return options
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM takes the Ctrl-C path, so the operators and the control plane are stopped."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse(argv)
+    # Interruptible even when started in the background (which ignores SIGINT), and on SIGTERM.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    now = datetime.datetime.now(datetime.UTC)
+    info = machine()
+    results: list[Result] = []
+    interrupted = False
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="secrets-operator-bench-") as tmp:
+        workdir = Path(tmp)
+        plane = ControlPlane(workdir / "controlplane")
+        fleet = Fleet(plane.admin_kubeconfig, workdir / "operators")
+        try:
+            progress("starting a private control plane")
+            plane.start()
+            progress(f"control plane ready at {plane.server} in {plane.startup_seconds:.1f} s")
+            anyio.run(run_all, options, plane, fleet, results)
+            info["control_plane_rss_bytes_at_end"] = plane.rss_bytes()
+        except KeyboardInterrupt:
+            interrupted = True
+            progress("interrupted; stopping everything")
+        except (ControlPlaneError, BuildError) as exc:
+            progress(f"the control plane could not start: {exc}")
+            return 1
+        finally:
+            fleet.stop_all()
+            plane.stop()
+    wall = time.monotonic() - began
+    report = {
+        "date": now.isoformat(timespec="seconds"),
+        "command": shlex.join(sys.orig_argv),
+        "machine": info,
+        "options": dataclasses.asdict(options),
+        "interrupted": interrupted,
+        "wall_seconds": wall,
+        "results": [dataclasses.asdict(result) for result in results],
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"bench-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results, info))
+    print(f"\nTotal wall time {wall:.0f} s. Command: {report['command']}")
+    progress(f"wrote {path.relative_to(REPO)}")
+    failed = interrupted or any(result.error for result in results)
+    return 130 if interrupted else (1 if failed else 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
