@@ -20,7 +20,7 @@ import anyio
 from pydantic_core import PydanticUndefined
 
 from secrets_operator import __version__, logs, metrics, web
-from secrets_operator.controller import Controller
+from secrets_operator.controller import Controller, WrittenDifferentlyError, leadership_guard
 from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.kube.leases import LeaderElector
 from secrets_operator.model import CopyState
@@ -112,7 +112,13 @@ async def _serve_signals(scope: anyio.CancelScope) -> None:
 
 async def run(settings: Settings) -> int:
     identity = settings.resolved_identity()
-    kube = await Kube.connect(qps=settings.api_qps, burst=settings.api_burst)
+    # Every informer holds one connection for its watch; writes and Lease renewals need their own.
+    watches = 1 + 2 * len(settings.blueprints) + (1 if settings.leader_election else 0)
+    kube = await Kube.connect(
+        qps=settings.api_qps,
+        burst=settings.api_burst,
+        max_connections=watches + settings.max_concurrent_writes + 8,
+    )
     controller = Controller(settings, kube, identity=identity)
     elector: LeaderElector | None = None
     if settings.leader_election:
@@ -125,7 +131,7 @@ async def run(settings: Settings) -> int:
             renew_deadline=settings.renew_deadline_seconds,
             retry_period=settings.retry_period_seconds,
         )
-        controller.may_write = elector.may_write
+        controller.write_guard = leadership_guard(elector.write_budget)
     elector_stuck_after = max(30.0, 10 * settings.retry_period_seconds)
 
     def ready() -> tuple[bool, str]:
@@ -240,7 +246,12 @@ async def sync_once(settings: Settings, *, dry_run: bool) -> int:
                 await controller.apply(action)
             except ApiError as exc:
                 failed += 1
-                print(f"FAILED {action.describe()}: {exc}")
+                print(f"FAILED {action.describe()}: {controller.redact(str(exc))}")
+            except WrittenDifferentlyError:
+                failed += 1
+                print(
+                    f"FAILED {action.describe()}: the API server stored different data (a mutating webhook?)"
+                )
             else:
                 print(f"done {action.describe()}")
         verb = "planned" if dry_run else "applied"

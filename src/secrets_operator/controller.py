@@ -12,13 +12,14 @@ plumbing (``kube/``). Its pieces:
 - *reconcile*: plan one namespace from the caches, then apply the plan's writes. An in-sync
   namespace costs no request at all.
 - *leadership*: every replica runs the caches; only the leader runs workers, and every write
-  first checks that leadership is still valid (``may_write``).
+  first checks that leadership is still valid (``write_guard``).
 
 Secret data never leaves the caches except in the body of a write to the API server.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import sys
@@ -64,6 +65,34 @@ _intern = sys.intern
 
 class NotLeaderError(Exception):
     """Raised before a write when this replica may no longer write."""
+
+
+def leadership_guard(budget: Callable[[], float | None]) -> Callable[[], float | None]:
+    """A write guard from an elector's ``write_budget``: no budget means no write."""
+
+    def guard() -> float | None:
+        seconds = budget()
+        if seconds is None:
+            raise NotLeaderError
+        return seconds
+
+    return guard
+
+
+class WrittenDifferentlyError(Exception):
+    """The API server stored other data than the operator wrote (e.g. a mutating webhook)."""
+
+
+def _forms(value: str) -> list[str]:
+    """A base64 data value and, when it decodes to text, the text: the shapes data can leak in."""
+    forms = [value] if len(value) >= 4 else []
+    try:
+        decoded = base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return forms
+    if len(decoded) >= 4:
+        forms.append(decoded)
+    return forms
 
 
 # ---------------------------------------------------------------- trimming raw API objects
@@ -163,7 +192,9 @@ class Controller:
         self.identity = identity
         self.queue = WorkQueue()
         self.active = False  # True while this replica leads and runs workers
-        self.may_write: Callable[[], bool] = lambda: True
+        # Called right before each write: raises NotLeaderError when this replica may not write,
+        # else returns the seconds the write may take (None: no bound). See kube/leases.py.
+        self.write_guard: Callable[[], float | None] = lambda: None
         self.events = EventRecorder(
             kube, reporting_controller=REPORTING_CONTROLLER, reporting_instance=identity
         )
@@ -218,9 +249,25 @@ class Controller:
 
     async def list_once(self) -> None:
         """Fill every cache with one paginated LIST (read-only commands)."""
-        async with anyio.create_task_group() as tasks:
-            for informer in self.informers:
-                tasks.start_soon(informer.list_once)
+        try:
+            first: list[Informer[Any]] = [self.namespaces, *self.blueprint_informers.values()]
+            async with anyio.create_task_group() as tasks:
+                for informer in first:
+                    tasks.start_soon(informer.list_once)
+            self._size_copy_pages()
+            async with anyio.create_task_group() as tasks:
+                for informer in self.copy_informers.values():
+                    tasks.start_soon(informer.list_once)
+        except* ApiError as failures:
+            raise failures.exceptions[0] from None
+
+    def _size_copy_pages(self) -> None:
+        """Bound a page of copies to about 32 MiB: copies are as large as their blueprint."""
+        for ref, blueprint in self.blueprints().items():
+            if blueprint is None:
+                continue
+            size = sum(len(value) for value in blueprint.data.values()) + 2048
+            self.copy_informers[ref.name].page_size = max(10, min(500, (32 << 20) // size))
 
     def blueprints(self) -> dict[BlueprintRef, Blueprint | None]:
         return {
@@ -252,7 +299,11 @@ class Controller:
                 extra={"blueprint": key},
             )
         elif old is None or old.hash != new.hash:
-            log.info("blueprint observed", extra={"blueprint": key, "hash": new.hash[:12], "type": new.type})
+            # The resourceVersion, not the content hash: a hash of a weak secret can be brute-forced.
+            log.info(
+                "blueprint observed",
+                extra={"blueprint": key, "resource_version": new.resource_version, "type": new.type},
+            )
         if self.active:
             self.enqueue_all()
 
@@ -328,34 +379,49 @@ class Controller:
 
     # -- writing
 
+    def redact(self, text: str) -> str:
+        """``text`` with every blueprint data value (base64 or decoded) replaced.
+
+        Server messages are ours to log, but an admission webhook's message could quote the
+        object it refused; nothing of a blueprint's data may reach a log line that way.
+        """
+        for blueprint in self.blueprints().values():
+            if blueprint is None:
+                continue
+            for value in blueprint.data.values():
+                for form in _forms(value):
+                    text = text.replace(form, "[redacted]")
+        return text
+
+    async def _send(self, method: str, path: str, body: Any, content_type: str = "application/json") -> JSON:
+        return await self.kube.request(
+            method, path, body=body, content_type=content_type, guard=self.write_guard
+        )
+
     async def apply(self, action: Action) -> None:
-        """One write, with preconditions; raises ApiError or NotLeaderError."""
-        if not self.may_write():
-            raise NotLeaderError
+        """One write, with preconditions; raises ApiError or NotLeaderError.
+
+        Raises WrittenDifferently when the API server stored something other than what was
+        written (a mutating webhook at work): retrying with backoff beats fighting it in a loop.
+        """
         secrets = f"/api/v1/namespaces/{action.namespace}/secrets"
+        stored: JSON | None = None
         if action.kind == ActionKind.CREATE:
-            await self.kube.request("POST", secrets, body=action.body)
+            stored = await self._send("POST", secrets, action.body)
         elif action.kind == ActionKind.UPDATE:
-            await self.kube.request(
-                "PATCH",
-                f"{secrets}/{action.name}",
-                body=action.body,
-                content_type="application/merge-patch+json",
+            stored = await self._send(
+                "PATCH", f"{secrets}/{action.name}", action.body, content_type="application/merge-patch+json"
             )
         elif action.kind in (ActionKind.DELETE, ActionKind.REPLACE):
-            await self.kube.request(
-                "DELETE",
-                f"{secrets}/{action.name}",
-                body={
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    "preconditions": {"uid": action.uid, "resourceVersion": action.resource_version},
-                },
-            )
+            preconditions = {"uid": action.uid, "resourceVersion": action.resource_version}
+            options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+            await self._send("DELETE", f"{secrets}/{action.name}", options)
             if action.kind == ActionKind.REPLACE:
-                if not self.may_write():
-                    raise NotLeaderError
-                await self.kube.request("POST", secrets, body=action.body)
+                stored = await self._send("POST", secrets, action.body)
+        if stored is not None and action.hash:
+            written = content_hash(stored.get("type") or "Opaque", stored.get("data") or {})
+            if written != action.hash:
+                raise WrittenDifferentlyError
 
     async def reconcile(self, namespace: str, since: float) -> bool:
         """Make one namespace right; True when every write succeeded (or none was needed).
@@ -374,6 +440,14 @@ class Controller:
             }
             try:
                 await self.apply(action)
+            except WrittenDifferentlyError:
+                ok = False
+                metrics.WRITES.labels(action=str(action.kind), result="error").inc()
+                log.warning(
+                    "the API server stored different data than written (a mutating webhook?); will retry",
+                    extra={**fields, "reason": action.reason},
+                )
+                continue
             except ApiError as exc:
                 if _namespace_terminating(exc):
                     log.debug("namespace is terminating; skipped", extra=fields)
@@ -391,7 +465,7 @@ class Controller:
                 log.log(
                     level,
                     f"{action.kind} failed; will retry",
-                    extra={**fields, "error": str(exc), "reason": action.reason},
+                    extra={**fields, "error": self.redact(str(exc)), "reason": action.reason},
                 )
                 continue
             metrics.WRITES.labels(action=str(action.kind), result="success").inc()
@@ -409,9 +483,11 @@ class Controller:
             try:
                 ok = await self.reconcile(namespace, since)
             except NotLeaderError:
-                # Leadership lapsed a moment ago; the elector is about to cancel this work.
-                self.queue.done(namespace)
-                await anyio.sleep_forever()
+                # Leadership lapsed; the elector is about to cancel this work. Should it not (the
+                # renewal succeeded after all), the namespace is simply tried again.
+                self.queue.add_after(namespace, 0.5)
+                await anyio.sleep(0.5)
+                continue
             except Exception:
                 log.exception("reconcile crashed; will retry", extra={"namespace": namespace})
                 ok = False
@@ -444,10 +520,17 @@ class Controller:
             log.info("periodic resync", extra={"namespaces": len(self.namespaces.store)})
             self.enqueue_all()
 
+    def _reset_states(self) -> None:
+        """Start each leadership term with a clean copies gauge (a standby's would go stale)."""
+        self.states = {ref: {} for ref in self.settings.blueprints}
+        self.state_counts.clear()
+        metrics.COPIES.clear()
+
     async def lead(self) -> None:
         """Leader work: reconcile everything once, then follow events, until cancelled."""
         await self.wait_synced()
         self.queue = WorkQueue()
+        self._reset_states()
         self.active = True
         try:
             self.enqueue_all()
@@ -457,10 +540,18 @@ class Controller:
                 tasks.start_soon(self._resync)
         finally:
             self.active = False
+            self._reset_states()
 
     async def run_informers(self) -> None:
+        """Run every informer; copies start once the blueprints are known (to size their pages)."""
+        first: list[Informer[Any]] = [self.namespaces, *self.blueprint_informers.values()]
         async with anyio.create_task_group() as tasks:
-            for informer in self.informers:
+            for informer in first:
+                tasks.start_soon(informer.run)
+            for informer in self.blueprint_informers.values():
+                await informer.synced.wait()
+            self._size_copy_pages()
+            for informer in self.copy_informers.values():
                 tasks.start_soon(informer.run)
 
     def stuck(self, *, threshold: float) -> list[str]:

@@ -43,7 +43,7 @@ PROPAGATION = Histogram(
 )
 WATCH_RESTARTS = Counter(
     "secrets_operator_watch_restarts_total",
-    "Watch streams restarted, by informer and reason (timeout, gone, error).",
+    "Watch streams restarted, by informer and reason (timeout, inactivity, gone, short, error).",
     ["informer", "reason"],
     registry=REGISTRY,
 )
@@ -66,7 +66,7 @@ QUEUE_DEPTH = Gauge(
 )
 LEADER_TRANSITIONS = Counter(
     "secrets_operator_leadership_changes_total",
-    "Times this replica started or stopped leading, by event (acquired, lost, released).",
+    "Times this replica started or stopped leading, by event (acquired, lost, released, stopped).",
     ["event"],
     registry=REGISTRY,
 )

@@ -6,7 +6,8 @@ responses are plain JSON dicts: deserialising into generated model objects costs
 the caches do not need, and the generated code has no read timeout on watches.
 
 What it adds:
-- a token-bucket rate limit (``API_QPS``/``API_BURST``) on every request but long-running watches;
+- a token-bucket rate limit (``API_QPS``/``API_BURST``) on every request (one token per watch
+  opened);
 - a timeout on every request, and an inactivity timeout on watch streams;
 - :class:`ApiError` carrying status, reason and the server's message — never a request or
   response body, which for Secrets would contain data. (kubernetes_asyncio's own ``rest`` logger
@@ -20,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
@@ -162,8 +164,12 @@ class Kube:
                 method=method, path=path, status=0, reason=type(exc).__name__, message=str(exc)
             ) from None
         if response.status >= 400:
-            payload = await response.read()
-            response.release()
+            try:
+                payload = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                payload = b""
+            finally:
+                response.release()
             reason, message = _status_message(payload)
             metrics.API_ERRORS.labels(code=str(response.status)).inc()
             raise ApiError(
@@ -185,9 +191,18 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        guard: Callable[[], float | None] | None = None,
     ) -> JSON:
-        """One rate-limited request; returns the decoded JSON body or raises ApiError."""
+        """One rate-limited request; returns the decoded JSON body or raises ApiError.
+
+        ``guard``, if given, is called after the rate limiter lets the request go and just before
+        it is sent: it may raise to stop the request, or return a tighter timeout in seconds.
+        """
         await self.limiter.acquire()
+        if guard is not None:
+            bound = guard()
+            if bound is not None:
+                timeout = min(timeout or self.timeout, bound)
         client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout)
         response = await self._send(
             method, path, query=query, body=body, content_type=content_type, timeout=client_timeout
@@ -201,7 +216,12 @@ class Kube:
             ) from None
         finally:
             response.release()
-        result: JSON = json.loads(payload) if payload else {}
+        try:
+            result: JSON = json.loads(payload) if payload else {}
+        except ValueError:
+            raise ApiError(
+                method=method, path=path, status=0, reason="BadResponse", message="undecodable body"
+            ) from None
         return result
 
     async def list_pages(self, path: str, *, query: Query = (), page_size: int = 500) -> AsyncIterator[JSON]:
@@ -231,7 +251,7 @@ class Kube:
         Raises ApiError when the stream cannot be opened, breaks, or stays silent for longer
         than ``inactivity_timeout`` (a half-open connection would otherwise hang forever).
         """
-        await self.limiter.acquire()
+        await self.limiter.acquire()  # one token per watch opened, like any other request
         watch_query = [
             *query,
             ("watch", "true"),
@@ -239,18 +259,29 @@ class Kube:
             ("resourceVersion", resource_version),
             ("timeoutSeconds", str(timeout_seconds)),
         ]
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=inactivity_timeout)
+        # `connect` also bounds the wait for a free pooled connection.
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.timeout, sock_connect=self.timeout, sock_read=inactivity_timeout
+        )
         response = await self._send("GET", path, query=watch_query, timeout=timeout)
-        buffer = b""
+        pending: list[bytes] = []  # pieces of a line not yet complete (one event can span chunks)
+        delivered = 0
         try:
             async for chunk in response.content.iter_any():
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
+                *complete, rest = chunk.split(b"\n")
+                for piece in complete:
+                    line = b"".join((*pending, piece))
+                    pending.clear()
                     if line.strip():
                         yield json.loads(line)
-            if buffer.strip():
-                yield json.loads(buffer)
+                        delivered += 1
+                        if delivered % 64 == 0:
+                            await anyio.lowlevel.checkpoint()  # a burst of events must not starve the loop
+                if rest:
+                    pending.append(rest)
+            tail = b"".join(pending)
+            if tail.strip():
+                yield json.loads(tail)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = (
                 "InactivityTimeout"

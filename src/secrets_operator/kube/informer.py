@@ -99,35 +99,65 @@ class Informer(Generic[T]):
     # -- continuous use
 
     async def run(self) -> NoReturn:
-        """List, then watch forever; never returns, recovers from every API error."""
+        """List, then watch forever; never returns, recovers from every error."""
         backoff = Backoff()
         need_list = True
+        failures = 0  # consecutive failed or empty cycles
         while True:
             self.heartbeat = time.monotonic()
+            reason, error, retry_after = "", "", 0.0
             try:
                 if need_list:
                     await self._relist()
                     need_list = False
+                opened = time.monotonic()
+                delivered = await self._watch_once()
+                if delivered:
+                    failures = 0
                     backoff.reset()
-                healthy = await self._watch_once()
-                if healthy:
-                    backoff.reset()
-                metrics.WATCH_RESTARTS.labels(informer=self.name, reason="timeout").inc()
+                    metrics.WATCH_RESTARTS.labels(informer=self.name, reason="timeout").inc()
+                    continue
+                if time.monotonic() - opened >= 1.0:
+                    failures = 0  # a quiet stream the server closed on schedule
+                    metrics.WATCH_RESTARTS.labels(informer=self.name, reason="timeout").inc()
+                    continue
+                reason = "short"  # closed at once without a single event: like client-go, an error
+                error = "the watch closed at once without any event"
             except ApiError as exc:
                 self.last_error = str(exc)
-                if exc.is_gone:
-                    log.info("watch expired, relisting", extra={"informer": self.name})
-                    metrics.WATCH_RESTARTS.labels(informer=self.name, reason="gone").inc()
-                    need_list = True
+                if exc.reason == "InactivityTimeout":
+                    # Nothing arrived, not even a bookmark: reopen from where we are, no penalty.
+                    metrics.WATCH_RESTARTS.labels(informer=self.name, reason="inactivity").inc()
+                    log.debug("watch was silent; reopening", extra={"informer": self.name})
                     continue
-                metrics.WATCH_RESTARTS.labels(informer=self.name, reason="error").inc()
-                delay = exc.retry_after if exc.status == 429 and exc.retry_after else backoff.next()
-                log.warning(
-                    "list/watch failed, retrying",
-                    extra={"informer": self.name, "error": str(exc), "retry_in": round(delay, 2)},
-                )
-                self.heartbeat = time.monotonic()
-                await anyio.sleep(delay)
+                if exc.is_gone:
+                    need_list = True
+                    reason = "gone"
+                    error = str(exc)
+                    if failures == 0:
+                        failures = 1
+                        metrics.WATCH_RESTARTS.labels(informer=self.name, reason="gone").inc()
+                        log.info("watch expired, relisting", extra={"informer": self.name})
+                        continue  # the first 410 relists at once; repeated ones back off below
+                else:
+                    reason = "error"
+                    error = str(exc)
+                    if exc.status == 429:
+                        retry_after = exc.retry_after
+            except Exception:
+                log.exception("informer failed unexpectedly; retrying", extra={"informer": self.name})
+                reason, error = "error", "unexpected error"
+            failures += 1
+            if failures >= 3:
+                need_list = True  # after repeated failures, do not trust the resourceVersion any more
+            metrics.WATCH_RESTARTS.labels(informer=self.name, reason=reason).inc()
+            delay = max(backoff.next(), retry_after)
+            log.warning(
+                "list/watch failed, retrying",
+                extra={"informer": self.name, "error": error, "retry_in": round(delay, 2)},
+            )
+            self.heartbeat = time.monotonic()
+            await anyio.sleep(delay)
 
     async def _relist(self) -> None:
         fresh: dict[str, T] = {}

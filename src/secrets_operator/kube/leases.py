@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import anyio
 
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MICROTIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 Clock = Callable[[], float]
+Attempt = Literal["acquired", "held", "failed"]
 WallClock = Callable[[], datetime.datetime]
 
 
@@ -178,6 +179,7 @@ class LeaderElector:
         self._renewed_at = -math.inf  # monotonic start of the last successful acquire/renew
         self.heartbeat = clock()
         self._changed = anyio.Event()
+        self._stale = False
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         self.informer: Informer[LeaseRecord] = Informer(
             kube,
@@ -196,7 +198,20 @@ class LeaderElector:
         """True only while leading and within RenewDeadline of the last successful renewal."""
         return self.leading and self.clock() < self._renewed_at + self.renew_deadline
 
+    def write_budget(self) -> float | None:
+        """None when this replica may not write; else how long a write started now may take.
+
+        That is the time until the Lease could expire for others (measured, conservatively, from
+        the start of the last successful renewal): a write must not outlive the leadership.
+        """
+        if not self.may_write():
+            return None
+        return max(0.0, self._renewed_at + self.lease_duration - self.clock())
+
     def _on_lease_change(self, key: str, old: LeaseRecord | None, new: LeaseRecord | None) -> None:
+        if self.leading and new is not None and new.holder == self.identity:
+            # Our own renewals, possibly older than the record our last write returned: keep that.
+            return
         self.observation.observe(new)
         self._changed.set()
 
@@ -209,10 +224,11 @@ class LeaderElector:
                     await self._acquire()
                     await self._lead_until_lost(lead)
             finally:
+                released = False
                 if self.leading:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(self.retry_period):
-                        await self._release()
-                self._set_leading(False, "released")
+                        released = await self._release()
+                self._set_leading(False, "released" if released else "stopped")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _set_leading(self, leading: bool, event: str) -> None:
@@ -228,12 +244,18 @@ class LeaderElector:
     async def _acquire(self) -> None:
         while True:
             self.heartbeat = self.clock()
-            if await self._try_acquire_or_renew():
+            attempt, retry_after = await self._attempt()
+            if attempt == "acquired":
                 self._set_leading(True, "acquired")
                 return
             wait = self.retry_period * random.uniform(1.0, 1.2)
-            if self.observation.record is not None and self.observation.record.holder:
+            if attempt == "held":
+                # Wake up exactly when the holder's claim lapses (or earlier, on a Lease event).
                 wait = min(wait, self.observation.expires_in() + 0.001)
+            else:
+                # A failed attempt (409 from a stale view, 429, 5xx, no connection) waits a full,
+                # jittered RetryPeriod: never a tight loop against the API server.
+                wait = max(wait, retry_after)
             with anyio.move_on_after(wait):
                 await self._changed.wait()
             self._changed = anyio.Event()
@@ -257,31 +279,43 @@ class LeaderElector:
                         extra={"identity": self.identity},
                     )
                     return
-                renewed = False
+                attempt: Attempt = "failed"
                 with anyio.move_on_after(remaining):
-                    renewed = await self._try_acquire_or_renew()
-                if renewed:
+                    attempt, _ = await self._attempt()
+                if attempt == "acquired":
                     break
-                holder = self.observation.record.holder if self.observation.record else ""
-                if holder and holder != self.identity and self.observation.held_by_other(self.identity):
+                if attempt == "held":
+                    holder = self.observation.record.holder if self.observation.record else ""
                     log.warning("the Lease is held by another replica", extra={"holder": holder})
                     return
+                remaining = self._renewed_at + self.renew_deadline - self.clock()
                 await anyio.sleep(min(self.retry_period / 4, max(0.0, remaining)))
 
-    async def _current(self) -> LeaseRecord | None:
-        """The Lease as last seen by the watch, or by a GET when the watch has not synced."""
-        if self.leading and self.observation.record is not None:
-            return self.observation.record
-        if self.informer.synced.is_set():
-            return self.informer.store.get(f"{self.namespace}/{self.name}")
+    async def _get(self) -> LeaseRecord | None:
         try:
-            return LeaseRecord.from_json(await self.kube.request("GET", f"{self.path}/{self.name}"))
+            found = await self.kube.request("GET", f"{self.path}/{self.name}", timeout=self.retry_period * 2)
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
+        return LeaseRecord.from_json(found)
 
-    async def _try_acquire_or_renew(self) -> bool:
+    async def _current(self) -> LeaseRecord | None:
+        """The Lease as this replica last wrote it, else as the watch shows it, else by GET.
+
+        After a 409 the next attempt always GETs: the watch may be behind.
+        """
+        if self._stale:
+            self._stale = False
+            return await self._get()
+        if self.leading and self.observation.record is not None:
+            return self.observation.record
+        if self.informer.synced.is_set():
+            return self.informer.store.get(f"{self.namespace}/{self.name}")
+        return await self._get()
+
+    async def _attempt(self) -> tuple[Attempt, float]:
+        """One acquire-or-renew: ``acquired``, ``held`` (by another) or ``failed`` (+ Retry-After)."""
         started = self.clock()
         try:
             current = await self._current()
@@ -293,61 +327,47 @@ class LeaderElector:
                     "metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": record.spec(),
                 }
-                created = await self.kube.request("POST", self.path, body=body, timeout=self.retry_period * 2)
-                self.observation.observe(LeaseRecord.from_json(created))
-                self._renewed_at = started
-                return True
-            self.observation.observe(current)
-            if self.observation.held_by_other(self.identity):
-                return False
-            record = self.observation.claim(self.identity, self._duration_seconds, self.wall_clock())
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.name,
-                    "namespace": self.namespace,
-                    "resourceVersion": current.resource_version,
-                },
-                "spec": record.spec(),
-            }
-            updated = await self.kube.request(
-                "PUT", f"{self.path}/{self.name}", body=body, timeout=self.retry_period * 2
-            )
+                written = await self.kube.request("POST", self.path, body=body, timeout=self.retry_period * 2)
+            else:
+                self.observation.observe(current)
+                if self.observation.held_by_other(self.identity):
+                    return "held", 0.0
+                record = self.observation.claim(self.identity, self._duration_seconds, self.wall_clock())
+                written = await self._write(record, current.resource_version)
         except ApiError as exc:
-            if exc.status == 409 and self.leading:
-                # Our cached resourceVersion is stale (or someone else wrote): read it fresh next time.
-                self.observation.observe(await self._get_or_none())
-            elif exc.status not in (409,):
+            if exc.status == 409:
+                self._stale = True  # someone else wrote, or our view is behind: read it fresh next time
+            else:
                 log.warning("Lease request failed", extra={"error": str(exc)})
-            return False
-        self.observation.observe(LeaseRecord.from_json(updated))
+            return "failed", exc.retry_after if exc.status == 429 else 0.0
+        except Exception:
+            log.exception("unexpected error in leader election")
+            return "failed", 0.0
+        self.observation.observe(LeaseRecord.from_json(written))
         self._renewed_at = started
-        return True
+        return "acquired", 0.0
 
-    async def _get_or_none(self) -> LeaseRecord | None:
-        try:
-            return LeaseRecord.from_json(await self.kube.request("GET", f"{self.path}/{self.name}"))
-        except ApiError:
-            return None
+    async def _write(self, record: LeaseRecord, resource_version: str) -> JSON:
+        """Update the Lease's spec only (others' labels and annotations stay), if unchanged since read."""
+        patch = {"metadata": {"resourceVersion": resource_version}, "spec": record.spec()}
+        return await self.kube.request(
+            "PATCH",
+            f"{self.path}/{self.name}",
+            body=patch,
+            content_type="application/merge-patch+json",
+            timeout=self.retry_period * 2,
+        )
 
-    async def _release(self) -> None:
+    async def _release(self) -> bool:
+        """Give the Lease up (holder empty, 1 s duration); True when the API server took it."""
         record = self.observation.release(self.wall_clock())
         if record is None:
-            return
+            return False
         self._renewed_at = -math.inf  # may_write() is false from here on
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": record.resource_version,
-            },
-            "spec": record.spec(),
-        }
         try:
-            await self.kube.request("PUT", f"{self.path}/{self.name}", body=body, timeout=self.retry_period)
-            log.info("released the Lease", extra={"lease": f"{self.namespace}/{self.name}"})
+            await self._write(record, record.resource_version)
         except ApiError as exc:
-            log.warning("could not release the Lease", extra={"error": str(exc)})
+            log.warning("could not release the Lease; it will expire instead", extra={"error": str(exc)})
+            return False
+        log.info("released the Lease", extra={"lease": f"{self.namespace}/{self.name}"})
+        return True
