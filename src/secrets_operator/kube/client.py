@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -95,6 +97,21 @@ def _status_message(body: bytes) -> tuple[str, str]:
     return str(status.get("reason", "")), str(status.get("message", ""))[:300]
 
 
+def _resolve_proxy_once(api_client: ApiClient) -> None:
+    """Honour HTTPS_PROXY/NO_PROXY once, at start, instead of on every request.
+
+    kubernetes_asyncio opens its aiohttp session with ``trust_env=True``, which makes aiohttp read
+    the proxy variables and ``~/.netrc`` (in a thread) for every single request: a measurable
+    share of the CPU of a fan-out. A proxy from the kubeconfig (``proxy-url``) still wins.
+    """
+    rest = api_client.rest_client
+    host = urllib.parse.urlsplit(str(api_client.configuration.host))
+    hostname = host.hostname or ""
+    if not rest.proxy and hostname and not urllib.request.proxy_bypass(hostname):
+        rest.proxy = urllib.request.getproxies().get(host.scheme, "")
+    rest.pool_manager._trust_env = False  # aiohttp's only switch for it; a unit test checks it holds
+
+
 class Kube:
     """One connection to the API server, shared by every informer, the elector and the writer."""
 
@@ -125,6 +142,7 @@ class Kube:
         configuration.connection_pool_maxsize = max_connections
         api_client = ApiClient(configuration=configuration)
         api_client.user_agent = "secrets-operator"
+        _resolve_proxy_once(api_client)
         return cls(api_client, qps=qps, burst=burst)
 
     async def close(self) -> None:
