@@ -178,7 +178,8 @@ class Settings(BaseSettings):
     api_qps: float = Field(
         default=50.0,
         gt=0,
-        description="Sustained rate of API requests per second (client-side limit; watches excluded).",
+        description="Sustained rate of API requests per second (client-side limit on every request, "
+        "one per watch opened). It bounds how fast a blueprint change reaches many copies.",
         json_schema_extra={"example": "100"},
     )
     api_burst: int = Field(
