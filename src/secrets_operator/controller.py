@@ -99,6 +99,7 @@ def _forms(value: str) -> list[str]:
 
 
 _NOTHING: Mapping[str, str] = {}  # shared by every object without relevant metadata; never mutated
+_MAX_SHARED = 4096
 
 
 def _strings(mapping: Mapping[str, Any] | None, *, drop: Iterable[str] = ()) -> dict[str, str]:
@@ -118,10 +119,20 @@ class Trimmer:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._key_sets: dict[frozenset[str], frozenset[str]] = {}
+        self._mappings: dict[frozenset[tuple[str, str]], Mapping[str, str]] = {}
 
-    @staticmethod
-    def _shared(mapping: dict[str, str]) -> Mapping[str, str]:
-        return mapping or _NOTHING
+    def _shared(self, mapping: dict[str, str]) -> Mapping[str, str]:
+        """One instance per distinct content: the copies of a blueprint carry the same marks.
+
+        Shared mappings are only ever read. Distinct contents are few (a handful per blueprint);
+        the table is emptied if it ever grows past a bound, which costs sharing, not correctness.
+        """
+        if not mapping:
+            return _NOTHING
+        if len(self._mappings) >= _MAX_SHARED:
+            self._mappings.clear()
+            self._key_sets.clear()
+        return self._mappings.setdefault(frozenset(mapping.items()), mapping)
 
     def namespace(self, obj: JSON) -> NamespaceInfo:
         metadata = obj["metadata"]
@@ -147,7 +158,6 @@ class Trimmer:
         return CopyInfo(
             namespace=_intern(metadata["namespace"]),
             name=_intern(metadata["name"]),
-            uid=metadata.get("uid", ""),
             resource_version=metadata.get("resourceVersion", ""),
             type=_intern(secret_type),
             immutable=bool(obj.get("immutable")),
@@ -413,7 +423,7 @@ class Controller:
                 "PATCH", f"{secrets}/{action.name}", action.body, content_type="application/merge-patch+json"
             )
         elif action.kind in (ActionKind.DELETE, ActionKind.REPLACE):
-            preconditions = {"uid": action.uid, "resourceVersion": action.resource_version}
+            preconditions = {"resourceVersion": action.resource_version}
             options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
             await self._send("DELETE", f"{secrets}/{action.name}", options)
             if action.kind == ActionKind.REPLACE:

@@ -79,7 +79,6 @@ class CopyInfo:
 
     namespace: str
     name: str
-    uid: str
     resource_version: str
     type: str
     immutable: bool
@@ -115,9 +114,10 @@ class ActionKind(enum.StrEnum):
 class Action:
     """One write the planner wants, with the preconditions that keep it from clobbering anything.
 
-    ``resource_version`` and ``uid`` are those of the object the plan was made from: the writer
-    sends them as preconditions so that a Secret changed or replaced meanwhile is not overwritten
-    or deleted (the API answers 409, and the namespace is reconciled again from fresh state).
+    ``resource_version`` is that of the object the plan was made from: the writer sends it as a
+    precondition so that a Secret changed or replaced meanwhile is not overwritten or deleted
+    (the API answers 409, and the namespace is reconciled again from fresh state). A Secret
+    deleted and created again has a new resourceVersion, so no uid is needed for that.
     ``body`` is the full Secret for create/replace and a JSON merge patch for update.
     """
 
@@ -128,7 +128,6 @@ class Action:
     reason: str
     body: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False)
     resource_version: str | None = None
-    uid: str | None = None
     hash: str = ""
 
     def describe(self) -> str:

@@ -283,7 +283,6 @@ def _write_for(
             reason=f"{why}; {replace_reason}",
             body=desired_secret(blueprint, namespace, policy),
             resource_version=copy.resource_version,
-            uid=copy.uid,
             hash=blueprint.hash,
         )
     return Action(
@@ -294,7 +293,6 @@ def _write_for(
         reason=why,
         body=_merge_patch(copy, blueprint, policy, data_changes="data" in differences),
         resource_version=copy.resource_version,
-        uid=copy.uid,
         hash=blueprint.hash,
     )
 
@@ -307,7 +305,6 @@ def _delete(copy: CopyInfo, ref: BlueprintRef, why: str) -> Action:
         blueprint=ref,
         reason=why,
         resource_version=copy.resource_version,
-        uid=copy.uid,
     )
 
 
