@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
-    session.install("-e", ".[test]", "mypy>=1.13", "nox>=2024.10")
+    session.install("-e", ".[dev]")
     session.run("mypy", "--strict", "src", "tests", "noxfile.py")
 
 
