@@ -233,7 +233,7 @@ async def _other_leads(fleet: dict[str, tuple[OperatorProcess, FaultProxy]], cur
 
 
 async def test_large_binary_and_many_key_blueprints_are_copied_exactly(scenario: Scenario) -> None:
-    big = os.urandom(900 * 1024)  # close to the 1 MiB Secret limit once base64-encoded by the API
+    big = os.urandom(1024 * 1024)  # exactly the API server's limit for a Secret's data (1 MiB)
     binary = bytes(range(256)) * 4  # every byte value, NUL included
     many = {f"key-{i:04d}": f"value {i}" for i in range(400)}
     await scenario.namespace("home")
@@ -260,7 +260,7 @@ async def test_large_binary_and_many_key_blueprints_are_copied_exactly(scenario:
             scenario, namespace, f"{scenario.prefix}-many", {k: v.encode() for k, v in many.items()}
         )
     # A change to the big one reaches every copy too.
-    bigger = os.urandom(900 * 1024)
+    bigger = os.urandom(1024 * 1024)
     await scenario.core.patch_namespaced_secret(
         f"{scenario.prefix}-big", scenario.home, {"data": {"blob": _b64bytes(bigger)}}
     )
