@@ -53,6 +53,13 @@ API_REQUESTS = Counter(
     ["verb"],
     registry=REGISTRY,
 )
+API_DURATION = Histogram(
+    "secrets_operator_api_request_duration_seconds",
+    "Time from sending a request (after the rate limiter) to its response, watches excluded, by verb.",
+    ["verb"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12),
+    registry=REGISTRY,
+)
 API_ERRORS = Counter(
     "secrets_operator_api_errors_total",
     "API requests that failed, by HTTP status code (0: no response).",

@@ -35,6 +35,7 @@ class WorkQueue:
         self._dirty_while_processing: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._delayed: dict[str, float] = {}  # key -> due time
+        self._delayed_since: dict[str, float] = {}  # key -> when the change behind a delay was seen
         self._wakeup = anyio.Event()
         self._closed = False
 
@@ -48,16 +49,21 @@ class WorkQueue:
             self._dirty_while_processing.setdefault(key, first)
             return
         if key not in self._pending:
-            self._pending[key] = first
+            self._pending[key] = min(first, self._delayed_since.pop(key, first))
             self._delayed.pop(key, None)
             self._wakeup.set()
 
-    def add_after(self, key: str, delay: float) -> None:
-        """Queue ``key`` after ``delay`` seconds (an earlier plain ``add`` wins)."""
+    def add_after(self, key: str, delay: float, *, since: float | None = None) -> None:
+        """Queue ``key`` after ``delay`` seconds (an earlier plain ``add`` wins).
+
+        ``since`` is when the change was observed, if the delay is part of reacting to it.
+        """
         if key in self._pending:
             return
         due = self.clock() + delay
         self._delayed[key] = min(due, self._delayed.get(key, due))
+        if since is not None:
+            self._delayed_since.setdefault(key, since)
         self._wakeup.set()
 
     def retry(self, key: str) -> float:
@@ -83,10 +89,11 @@ class WorkQueue:
         for key, due in list(self._delayed.items()):
             if due <= now:
                 del self._delayed[key]
+                since = self._delayed_since.pop(key, now)
                 if key in self._processing:
-                    self._dirty_while_processing.setdefault(key, now)
+                    self._dirty_while_processing.setdefault(key, since)
                 elif key not in self._pending:
-                    self._pending[key] = now
+                    self._pending[key] = since
             else:
                 next_due = due - now if next_due is None else min(next_due, due - now)
         return next_due

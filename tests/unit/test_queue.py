@@ -328,3 +328,23 @@ async def test_every_waiting_worker_is_woken_when_keys_arrive_one_after_another(
                     await anyio.wait_all_tasks_blocked()
 
     assert sorted(taken) == keys
+
+
+async def test_a_delayed_change_reports_when_it_was_observed() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    clock.now = 10.0
+    queue.add_after("ns", 0.005, since=9.5)
+    clock.now = 10.01
+    key, since = await queue.get()
+    assert (key, since) == ("ns", 9.5)
+
+
+async def test_a_plain_add_during_a_delay_keeps_the_earliest_observation() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    clock.now = 20.0
+    queue.add_after("ns", 5.0, since=19.0)
+    queue.add("ns")  # a second event arrives before the delay is over: no waiting any more
+    key, since = await queue.get()
+    assert (key, since) == ("ns", 19.0)

@@ -222,11 +222,13 @@ class Kube:
             if bound is not None:
                 timeout = min(timeout or self.timeout, bound)
         client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        started = time.monotonic()
         response = await self._send(
             method, path, query=query, body=body, content_type=content_type, timeout=client_timeout
         )
         try:
             payload = await response.read()
+            metrics.API_DURATION.labels(verb=method).observe(time.monotonic() - started)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             metrics.API_ERRORS.labels(code="0").inc()
             raise ApiError(
