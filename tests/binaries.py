@@ -188,7 +188,7 @@ def _build_with_progress(
 def _build(component: Component) -> None:
     label = f"{component.name} {component.version}"
     started = time.monotonic()
-    _say(f"building {label} (a cold build takes 10-20 minutes on 2 cores; later runs reuse it)")
+    _say(f"building {label} (all binaries from cold: about 5 minutes on 2 cores; later runs reuse them)")
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         out = Path(tmp)
         ldflags = " ".join(("-s", "-w", *component.ldflags))
