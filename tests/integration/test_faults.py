@@ -101,16 +101,23 @@ async def test_converges_after_each_fault_and_touches_nothing_else(
     )
 
 
-async def test_operator_recovers_when_etcd_restarts(scenario: Scenario, cluster: Cluster) -> None:
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+async def test_operator_recovers_when_a_control_plane_component_restarts(
+    component: str, scenario: Scenario, cluster: Cluster
+) -> None:
     if cluster.plane is None:
-        pytest.skip("restarting etcd needs the local control plane")
+        pytest.skip(f"restarting {component} needs the local control plane")
     await scenario.blueprint({"auth": "e1"})
     operator = scenario.operator()
     await operator.wait_ready()
     before = await scenario.namespace("before")
     await scenario.wait_copy(before, {"auth": "e1"})
 
-    cluster.plane.restart_etcd()  # on this thread: see ControlPlane.restart_apiserver
+    # On this thread, not a worker thread: children die with the thread that started them.
+    if component == "etcd":
+        cluster.plane.restart_etcd()
+    else:
+        cluster.plane.restart_apiserver()
 
     async def api_back() -> bool:
         try:
@@ -119,10 +126,14 @@ async def test_operator_recovers_when_etcd_restarts(scenario: Scenario, cluster:
             return False
         return True
 
-    await wait_for(api_back, timeout=60, what="the API server to serve again after etcd restarted")
+    await wait_for(api_back, timeout=60, what=f"the API server to serve again after {component} restarted")
     after = await scenario.namespace("after")
     await scenario.update_blueprint({"auth": "e2"})
     await _exact_everywhere(scenario, [before, after], {"auth": "e2"}, timeout=60)
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, before)
+    await scenario.wait_copy(before, {"auth": "e2"})
+    assert operator.popen is not None
+    assert operator.popen.poll() is None, "the operator had to be restarted"
 
 
 # ----------------------------------------------------------------- many disruptions, one writer

@@ -10,7 +10,6 @@ import sys
 import anyio
 from kubernetes_asyncio import client
 
-from tests.conftest import Cluster
 from tests.integration.conftest import Scenario, StartProxy, b64
 from tests.support import wait_for
 
@@ -43,26 +42,6 @@ async def test_expired_watch_relists_and_repairs_what_changed_meanwhile(
         )
         >= 1
     )
-
-
-async def test_operator_recovers_when_the_api_server_restarts(scenario: Scenario, cluster: Cluster) -> None:
-    if cluster.plane is None:
-        import pytest
-
-        pytest.skip("restarting the API server needs the local control plane")
-    await scenario.blueprint({"auth": "dave:pw"})
-    operator = scenario.operator()
-    await operator.wait_ready()
-    before = await scenario.namespace("before")
-    await scenario.wait_copy(before, {"auth": "dave:pw"})
-
-    # On this thread, not a worker thread: children die with the thread that started them.
-    cluster.plane.restart_apiserver()
-
-    after = await scenario.namespace("after")
-    await scenario.wait_copy(after, {"auth": "dave:pw"}, timeout=60)
-    await scenario.core.delete_namespaced_secret(scenario.secret_name, before)
-    await scenario.wait_copy(before, {"auth": "dave:pw"})
 
 
 async def test_secret_data_never_appears_in_logs_events_metrics_or_reports(scenario: Scenario) -> None:
