@@ -260,7 +260,7 @@ async def sync_once(settings: Settings, *, dry_run: bool) -> int:
                 await controller.apply(action)
             except ApiError as exc:
                 failed += 1
-                print(f"FAILED {action.describe()}: {controller.redact(str(exc))}")
+                print(f"FAILED {action.describe()}: {controller.describe_error(exc)}")
             except WrittenDifferentlyError:
                 failed += 1
                 print(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import sys
 import time
@@ -90,14 +91,15 @@ class WrittenDifferentlyError(Exception):
 
 
 def _forms(value: str) -> list[str]:
-    """A base64 data value and, when it decodes to text, the text: the shapes data can leak in."""
+    """The shapes a data value can appear in inside a message: base64, the decoded text, and the
+    decoded text as escaped inside a JSON string (a PEM key's newlines become ``\\n``)."""
     forms = [value] if len(value) >= 4 else []
     try:
         decoded = base64.b64decode(value, validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         return forms
     if len(decoded) >= 4:
-        forms.append(decoded)
+        forms += [decoded, json.dumps(decoded)[1:-1]]
     return forms
 
 
@@ -244,6 +246,7 @@ class Controller:
                 path="/api/v1/secrets",
                 query=[("fieldSelector", f"metadata.name={ref.name}")],
                 key=_namespace_of,  # the name is fixed: one entry per namespace
+                page_size=functools.partial(self._copy_page_size, ref),
                 trim=self.trimmer.copy,
                 on_change=self._copy_changed,
             )
@@ -270,20 +273,21 @@ class Controller:
             async with anyio.create_task_group() as tasks:
                 for informer in first:
                     tasks.start_soon(informer.list_once)
-            self._size_copy_pages()
-            async with anyio.create_task_group() as tasks:
+            async with anyio.create_task_group() as tasks:  # after the blueprints: page sizes
                 for informer in self.copy_informers.values():
                     tasks.start_soon(informer.list_once)
         except* ApiError as failures:
             raise failures.exceptions[0] from None
 
-    def _size_copy_pages(self) -> None:
-        """Bound a page of copies to about 32 MiB: copies are as large as their blueprint."""
-        for ref, blueprint in self.blueprints().items():
-            if blueprint is None:
-                continue
-            size = sum(len(value) for value in blueprint.data.values()) + 2048
-            self.copy_informers[ref.name].page_size = max(10, min(500, (32 << 20) // size))
+    def _copy_page_size(self, ref: BlueprintRef) -> int:
+        """Copies per LIST page, so that a page stays around 32 MiB: copies are as large as their
+        blueprint. Asked at every relist, so a blueprint that appears or grows is accounted for;
+        while it is unknown, pages are small in case it is large."""
+        blueprint = self.blueprint_informers[ref].store.get(f"{ref.namespace}/{ref.name}")
+        if blueprint is None:
+            return 50
+        size = sum(len(value) for value in blueprint.data.values()) + 2048
+        return max(10, min(500, (32 << 20) // size))
 
     def blueprints(self) -> dict[BlueprintRef, Blueprint | None]:
         return {
@@ -399,6 +403,10 @@ class Controller:
 
     # -- writing
 
+    def describe_error(self, exc: ApiError) -> str:
+        """An API error for a log line or `sync` output: redacted in full, then cut short."""
+        return self.redact(exc.describe())[: 200 + ApiError.MESSAGE_LIMIT]
+
     def redact(self, text: str) -> str:
         """``text`` with every blueprint data value (base64 or decoded) replaced.
 
@@ -476,7 +484,7 @@ class Controller:
                 ok = False
                 if exc.status == 429:
                     metrics.WRITES.labels(action=str(action.kind), result="throttled").inc()
-                    self.queue.add_after(namespace, max(exc.retry_after, 1.0))
+                    self.queue.add_after(namespace, max(exc.retry_after, 1.0), since=since)
                     log.info("throttled by the API server", extra={**fields, "retry_in": exc.retry_after})
                     return True  # already re-queued: no extra backoff on top of Retry-After
                 result = "conflict" if exc.status in (404, 409) else "error"
@@ -485,7 +493,7 @@ class Controller:
                 log.log(
                     level,
                     f"{action.kind} failed; will retry",
-                    extra={**fields, "error": self.redact(str(exc)), "reason": action.reason},
+                    extra={**fields, "error": self.describe_error(exc), "reason": action.reason},
                 )
                 continue
             metrics.WRITES.labels(action=str(action.kind), result="success").inc()
@@ -505,7 +513,7 @@ class Controller:
             except NotLeaderError:
                 # Leadership lapsed; the elector is about to cancel this work. Should it not (the
                 # renewal succeeded after all), the namespace is simply tried again.
-                self.queue.add_after(namespace, 0.5)
+                self.queue.add_after(namespace, 0.5, since=since)
                 await anyio.sleep(0.5)
                 continue
             except Exception:
@@ -563,15 +571,8 @@ class Controller:
             self._reset_states()
 
     async def run_informers(self) -> None:
-        """Run every informer; copies start once the blueprints are known (to size their pages)."""
-        first: list[Informer[Any]] = [self.namespaces, *self.blueprint_informers.values()]
         async with anyio.create_task_group() as tasks:
-            for informer in first:
-                tasks.start_soon(informer.run)
-            for informer in self.blueprint_informers.values():
-                await informer.synced.wait()
-            self._size_copy_pages()
-            for informer in self.copy_informers.values():
+            for informer in self.informers:
                 tasks.start_soon(informer.run)
 
     def stuck(self, *, threshold: float) -> list[str]:

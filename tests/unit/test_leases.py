@@ -345,3 +345,34 @@ def test_the_elector_accepts_the_default_timings_and_may_not_write_before_acquir
 
     assert not candidate.may_write()
     assert not candidate.leading
+
+
+def test_a_lagging_watch_cannot_move_the_view_backwards() -> None:
+    """A fresh GET, then an older event from a lagging watch: the expiry clock must not restart."""
+    clock = _ForwardClock()
+    observation = LeaseObservation(clock)
+    fresh = LeaseRecord("a", 15, "t0", "t9", 1, resource_version="900")
+    clock.now = 100.0
+    observation.observe(fresh)
+    stale = LeaseRecord("a", 15, "t0", "t5", 1, resource_version="850")
+    clock.now = 110.0
+    observation.observe(stale)
+    assert observation.record == fresh
+    clock.now = 115.5  # 15 s after the fresh version was first seen
+    assert not observation.held_by_other("b")
+
+
+def test_opaque_resource_versions_are_taken_as_they_come() -> None:
+    observation = LeaseObservation(_ForwardClock())
+    observation.observe(LeaseRecord("a", 15, resource_version="v2"))
+    observation.observe(LeaseRecord("b", 15, resource_version="v1"))
+    assert observation.record is not None
+    assert observation.record.holder == "b"
+
+
+class _ForwardClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now

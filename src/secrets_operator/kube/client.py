@@ -39,14 +39,25 @@ Query = Sequence[tuple[str, str]]
 
 
 class ApiError(Exception):
-    """The API server refused a request, or it could not be reached (``status`` 0)."""
+    """The API server refused a request, or it could not be reached (``status`` 0).
+
+    ``message`` is the server's whole message; ``str()`` cuts it to ``MESSAGE_LIMIT``. Code that
+    may see a message quoting Secret data (an admission webhook refusing a write) redacts
+    ``describe()`` first and cuts afterwards, so no fragment of a value survives the cut.
+    """
+
+    MESSAGE_LIMIT = 300
 
     def __init__(
         self, *, method: str, path: str, status: int, reason: str, message: str = "", retry_after: float = 0
     ):
         self.method, self.path, self.status = method, path, status
         self.reason, self.message, self.retry_after = reason, message, retry_after
-        super().__init__(f"{method} {path}: {status} {reason}" + (f": {message}" if message else ""))
+        super().__init__(self.describe(limit=self.MESSAGE_LIMIT))
+
+    def describe(self, *, limit: int | None = None) -> str:
+        message = self.message if limit is None else self.message[:limit]
+        return f"{self.method} {self.path}: {self.status} {self.reason}" + (f": {message}" if message else "")
 
     @property
     def is_conflict(self) -> bool:
@@ -94,7 +105,7 @@ def _status_message(body: bytes) -> tuple[str, str]:
         return "", ""
     if not isinstance(status, dict) or status.get("kind") != "Status":
         return "", ""
-    return str(status.get("reason", "")), str(status.get("message", ""))[:300]
+    return str(status.get("reason", "")), str(status.get("message", ""))[:65536]
 
 
 def _resolve_proxy_once(api_client: ApiClient) -> None:
@@ -217,11 +228,12 @@ class Kube:
         it is sent: it may raise to stop the request, or return a tighter timeout in seconds.
         """
         await self.limiter.acquire()
+        limit = timeout if timeout is not None else self.timeout
         if guard is not None:
             bound = guard()
             if bound is not None:
-                timeout = min(timeout or self.timeout, bound)
-        client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout)
+                limit = min(limit, max(bound, 0.001))  # aiohttp reads 0 as "no timeout"
+        client_timeout = aiohttp.ClientTimeout(total=limit)
         started = time.monotonic()
         response = await self._send(
             method, path, query=query, body=body, content_type=content_type, timeout=client_timeout

@@ -75,7 +75,7 @@ class Informer(Generic[T]):
         on_change: OnChange[T] | None = None,
         query: Query = (),
         key: Callable[[JSON], str] = object_key,
-        page_size: int = 500,
+        page_size: int | Callable[[], int] = 500,
         inactivity_timeout: float = 70.0,
         watch_timeout: tuple[int, int] = (300, 600),
     ) -> None:
@@ -85,6 +85,7 @@ class Informer(Generic[T]):
         self.inactivity_timeout = inactivity_timeout
         self.watch_timeout = watch_timeout
         self.store: dict[str, T] = {}
+        self._streamed = False  # the current watch stream has delivered at least one event
         self.resource_version = ""
         self.synced = anyio.Event()
         self.heartbeat = time.monotonic()
@@ -106,6 +107,7 @@ class Informer(Generic[T]):
         while True:
             self.heartbeat = time.monotonic()
             reason, error, retry_after = "", "", 0.0
+            self._streamed = False
             try:
                 if need_list:
                     await self._relist()
@@ -119,12 +121,18 @@ class Informer(Generic[T]):
                     continue
                 if time.monotonic() - opened >= 1.0:
                     failures = 0  # a quiet stream the server closed on schedule
+                    backoff.reset()
                     metrics.WATCH_RESTARTS.labels(informer=self.name, reason="timeout").inc()
                     continue
                 reason = "short"  # closed at once without a single event: like client-go, an error
                 error = "the watch closed at once without any event"
             except ApiError as exc:
                 self.last_error = str(exc)
+                if self._streamed:
+                    # The stream was healthy before it broke (a proxy's connection age, a restart):
+                    # this is not a failure streak, whatever comes next.
+                    failures = 0
+                    backoff.reset()
                 if exc.reason == "InactivityTimeout":
                     # Nothing arrived, not even a bookmark: reopen from where we are, no penalty.
                     metrics.WATCH_RESTARTS.labels(informer=self.name, reason="inactivity").inc()
@@ -162,7 +170,8 @@ class Informer(Generic[T]):
     async def _relist(self) -> None:
         fresh: dict[str, T] = {}
         resource_version = ""
-        async for page in self.kube.list_pages(self.path, query=self.query, page_size=self.page_size):
+        page_size = self.page_size() if callable(self.page_size) else self.page_size
+        async for page in self.kube.list_pages(self.path, query=self.query, page_size=page_size):
             for item in page.get("items", []):
                 fresh[self.key(item)] = self.trim(item)
             resource_version = page.get("metadata", {}).get("resourceVersion", resource_version)
@@ -191,7 +200,7 @@ class Informer(Generic[T]):
         ):
             self.heartbeat = time.monotonic()
             self._apply(event)
-            delivered = True
+            delivered = self._streamed = True
         return delivered
 
     def _apply(self, event: JSON) -> None:

@@ -58,6 +58,17 @@ def parse_microtime(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text)
 
 
+def _older(record: LeaseRecord, than: LeaseRecord | None) -> bool:
+    """Whether ``record`` is an older version than ``than``.
+
+    resourceVersions are opaque to clients, but every etcd-backed API server issues increasing
+    integers; when either is not one, nothing is assumed and the newer observation wins.
+    """
+    if than is None or not record.resource_version.isdigit() or not than.resource_version.isdigit():
+        return False
+    return int(record.resource_version) < int(than.resource_version)
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -109,8 +120,15 @@ class LeaseObservation:
         self.observed_at = -math.inf
 
     def observe(self, record: LeaseRecord | None) -> None:
+        """Take in a version of the Lease, from a watch, a GET or our own write.
+
+        Only forward: a version older than the one held (a lagging watch after a fresh GET) is
+        ignored, or flipping between the two would restart the expiry clock forever.
+        """
         if record is None:
             self.record = None
+            return
+        if _older(record, self.record):
             return
         if not record.same_content(self.record):
             self.observed_at = self.clock()
@@ -306,12 +324,12 @@ class LeaderElector:
         After a 409 the next attempt always GETs: the watch may be behind.
         """
         if self._stale:
+            fresh = await self._get()  # raises on failure: the flag stays until a read succeeds
             self._stale = False
-            return await self._get()
-        if self.leading and self.observation.record is not None:
+            return fresh
+        if self.observation.record is not None or self.informer.synced.is_set():
+            # Fed by the watch, by GETs and by our own writes, and never moving backwards.
             return self.observation.record
-        if self.informer.synced.is_set():
-            return self.informer.store.get(f"{self.namespace}/{self.name}")
         return await self._get()
 
     async def _attempt(self) -> tuple[Attempt, float]:
@@ -360,6 +378,9 @@ class LeaderElector:
 
     async def _release(self) -> bool:
         """Give the Lease up (holder empty, 1 s duration); True when the API server took it."""
+        current = self.observation.record
+        if current is None or current.holder != self.identity:
+            return False  # never release a Lease another replica holds by now
         record = self.observation.release(self.wall_clock())
         if record is None:
             return False
