@@ -572,8 +572,17 @@ class Controller:
 
     async def run_informers(self) -> None:
         async with anyio.create_task_group() as tasks:
-            for informer in self.informers:
+            tasks.start_soon(self.namespaces.run)
+            for ref, informer in self.blueprint_informers.items():
                 tasks.start_soon(informer.run)
+                tasks.start_soon(self._run_copies, ref)
+
+    async def _run_copies(self, ref: BlueprintRef) -> None:
+        """Watch a blueprint's copies, once its own size is known (or 10 s have passed): the size
+        decides how many copies fit a LIST page. Other blueprints never hold it up."""
+        with anyio.move_on_after(10):
+            await self.blueprint_informers[ref].synced.wait()
+        await self.copy_informers[ref.name].run()
 
     def stuck(self, *, threshold: float) -> list[str]:
         """Informers whose loop has made no progress (not even a retry) for ``threshold`` seconds."""
