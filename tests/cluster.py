@@ -43,7 +43,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -623,17 +623,6 @@ def status(state_dir: Path) -> int:
         return 1
     print(json.dumps(state, indent=2))
     return 0
-
-
-@contextlib.contextmanager
-def running(workdir: Path) -> Iterator[ControlPlane]:
-    """Start a control plane for the duration of a ``with`` block."""
-    plane = ControlPlane(workdir)
-    plane.start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

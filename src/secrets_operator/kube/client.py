@@ -60,10 +60,6 @@ class ApiError(Exception):
         return f"{self.method} {self.path}: {self.status} {self.reason}" + (f": {message}" if message else "")
 
     @property
-    def is_conflict(self) -> bool:
-        return self.status == 409
-
-    @property
     def is_gone(self) -> bool:
         return self.status == 410 or self.reason == "Expired"
 

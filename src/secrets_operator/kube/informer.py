@@ -89,7 +89,6 @@ class Informer(Generic[T]):
         self.resource_version = ""
         self.synced = anyio.Event()
         self.heartbeat = time.monotonic()
-        self.last_error: str = ""
 
     # -- one-shot use (check, sync --once)
 
@@ -127,7 +126,6 @@ class Informer(Generic[T]):
                 reason = "short"  # closed at once without a single event: like client-go, an error
                 error = "the watch closed at once without any event"
             except ApiError as exc:
-                self.last_error = str(exc)
                 if self._streamed:
                     # The stream was healthy before it broke (a proxy's connection age, a restart):
                     # this is not a failure streak, whatever comes next.
