@@ -111,12 +111,13 @@ def is_ours(copy: CopyInfo, ref: BlueprintRef) -> bool:
     ) == str(ref)
 
 
+def _copyable(key: str, policy: Policy) -> bool:
+    """Whether COPY_METADATA copies a label or annotation with this key."""
+    return matches_any(key, policy.copy_metadata) and not matches_any(key, NEVER_COPIED)
+
+
 def _copied(metadata: Mapping[str, str], policy: Policy) -> dict[str, str]:
-    return {
-        key: value
-        for key, value in metadata.items()
-        if matches_any(key, policy.copy_metadata) and not matches_any(key, NEVER_COPIED)
-    }
+    return {key: value for key, value in metadata.items() if _copyable(key, policy)}
 
 
 def relevant_namespace_labels(labels: Mapping[str, str], policy: Policy) -> dict[str, str]:
@@ -138,61 +139,56 @@ def relevant_copy_metadata(
     """
     recorded_labels = set(annotations.get(COPIED_LABELS_ANNOTATION, "").split(","))
     recorded_annotations = set(annotations.get(COPIED_ANNOTATIONS_ANNOTATION, "").split(","))
-
-    def copyable(key: str) -> bool:
-        return matches_any(key, policy.copy_metadata) and not matches_any(key, NEVER_COPIED)
-
     kept_labels = {
         key: value
         for key, value in labels.items()
-        if key == MANAGED_BY_LABEL or key in recorded_labels or copyable(key)
+        if key == MANAGED_BY_LABEL or key in recorded_labels or _copyable(key, policy)
     }
     kept_annotations = {
         key: value
         for key, value in annotations.items()
-        if key.startswith("secrets-operator.io/") or key in recorded_annotations or copyable(key)
+        if key.startswith("secrets-operator.io/") or key in recorded_annotations or _copyable(key, policy)
     }
     return kept_labels, kept_annotations
 
 
-def desired_labels(blueprint: Blueprint, policy: Policy) -> dict[str, str]:
-    return {**_copied(blueprint.labels, policy), MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+@dataclasses.dataclass(frozen=True)
+class Marks:
+    """The labels and annotations every copy of a blueprint must carry (computed once per pair)."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
 
 
-def desired_annotations(blueprint: Blueprint, policy: Policy) -> dict[str, str]:
-    annotations = {
-        **_copied(blueprint.annotations, policy),
-        SOURCE_ANNOTATION: str(blueprint.ref),
-        HASH_ANNOTATION: blueprint.hash,
-    }
-    copied_labels = ",".join(sorted(_copied(blueprint.labels, policy)))
-    copied_annotations = ",".join(sorted(_copied(blueprint.annotations, policy)))
-    if copied_labels:
-        annotations[COPIED_LABELS_ANNOTATION] = copied_labels
-    if copied_annotations:
-        annotations[COPIED_ANNOTATIONS_ANNOTATION] = copied_annotations
-    return annotations
+def desired_marks(blueprint: Blueprint, policy: Policy) -> Marks:
+    """Copied metadata, the ownership marks, and the record of what was copied (for removal)."""
+    labels = _copied(blueprint.labels, policy)
+    annotations = _copied(blueprint.annotations, policy)
+    wanted = {**annotations, SOURCE_ANNOTATION: str(blueprint.ref), HASH_ANNOTATION: blueprint.hash}
+    if labels:
+        wanted[COPIED_LABELS_ANNOTATION] = ",".join(sorted(labels))
+    if annotations:
+        wanted[COPIED_ANNOTATIONS_ANNOTATION] = ",".join(sorted(annotations))
+    return Marks({**labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}, wanted)
 
 
 def _recorded(copy: CopyInfo, annotation: str) -> set[str]:
     return {key for key in copy.annotations.get(annotation, "").split(",") if key}
 
 
-def stale_metadata(copy: CopyInfo, blueprint: Blueprint, policy: Policy) -> tuple[set[str], set[str]]:
+def stale_metadata(copy: CopyInfo, marks: Marks) -> tuple[set[str], set[str]]:
     """Labels and annotations the operator copied earlier that the copy must no longer have."""
-    labels = _recorded(copy, COPIED_LABELS_ANNOTATION) - desired_labels(blueprint, policy).keys()
-    annotations = (
-        _recorded(copy, COPIED_ANNOTATIONS_ANNOTATION) - desired_annotations(blueprint, policy).keys()
-    )
+    labels = _recorded(copy, COPIED_LABELS_ANNOTATION) - marks.labels.keys()
+    annotations = _recorded(copy, COPIED_ANNOTATIONS_ANNOTATION) - marks.annotations.keys()
     for bookkeeping in (COPIED_LABELS_ANNOTATION, COPIED_ANNOTATIONS_ANNOTATION):
-        if bookkeeping in copy.annotations and bookkeeping not in desired_annotations(blueprint, policy):
+        if bookkeeping in copy.annotations and bookkeeping not in marks.annotations:
             annotations.add(bookkeeping)
     return {key for key in labels if key in copy.labels}, {
         key for key in annotations if key in copy.annotations
     }
 
 
-def desired_secret(blueprint: Blueprint, namespace: str, policy: Policy) -> dict[str, Any]:
+def desired_secret(blueprint: Blueprint, namespace: str, marks: Marks) -> dict[str, Any]:
     """The full Secret object a copy in ``namespace`` must be."""
     body: dict[str, Any] = {
         "apiVersion": "v1",
@@ -200,8 +196,8 @@ def desired_secret(blueprint: Blueprint, namespace: str, policy: Policy) -> dict
         "metadata": {
             "name": blueprint.ref.name,
             "namespace": namespace,
-            "labels": desired_labels(blueprint, policy),
-            "annotations": desired_annotations(blueprint, policy),
+            "labels": dict(marks.labels),
+            "annotations": dict(marks.annotations),
         },
         "type": blueprint.type,
         "data": dict(blueprint.data),
@@ -211,7 +207,7 @@ def desired_secret(blueprint: Blueprint, namespace: str, policy: Policy) -> dict
     return body
 
 
-def _differences(copy: CopyInfo, blueprint: Blueprint, policy: Policy) -> list[str]:
+def _differences(copy: CopyInfo, blueprint: Blueprint, marks: Marks) -> list[str]:
     """What differs between a copy and what it must be (names of fields, never values)."""
     found = []
     if copy.type != blueprint.type:
@@ -220,29 +216,27 @@ def _differences(copy: CopyInfo, blueprint: Blueprint, policy: Policy) -> list[s
         found.append("data")
     if copy.immutable != blueprint.immutable:
         found.append("immutable")
-    stale_labels, stale_annotations = stale_metadata(copy, blueprint, policy)
-    labels = desired_labels(blueprint, policy)
-    if stale_labels or any(copy.labels.get(key) != value for key, value in labels.items()):
+    stale_labels, stale_annotations = stale_metadata(copy, marks)
+    if stale_labels or any(copy.labels.get(key) != value for key, value in marks.labels.items()):
         found.append("labels")
-    annotations = desired_annotations(blueprint, policy)
-    if stale_annotations or any(copy.annotations.get(key) != value for key, value in annotations.items()):
+    if stale_annotations or any(
+        copy.annotations.get(key) != value for key, value in marks.annotations.items()
+    ):
         found.append("annotations")
     return found
 
 
-def _merge_patch(
-    copy: CopyInfo, blueprint: Blueprint, policy: Policy, *, data_changes: bool
-) -> dict[str, Any]:
+def _merge_patch(copy: CopyInfo, blueprint: Blueprint, marks: Marks, *, data_changes: bool) -> dict[str, Any]:
     """A JSON merge patch that makes ``copy`` exact, leaving others' labels and annotations alone.
 
     ``metadata.resourceVersion`` makes it conditional: if the copy changed since it was observed,
     the API server refuses the patch with 409 instead of applying it over the change.
     """
-    stale_labels, stale_annotations = stale_metadata(copy, blueprint, policy)
+    stale_labels, stale_annotations = stale_metadata(copy, marks)
     labels: dict[str, str | None] = dict.fromkeys(stale_labels)
-    labels.update(desired_labels(blueprint, policy))
+    labels.update(marks.labels)
     annotations: dict[str, str | None] = dict.fromkeys(stale_annotations)
-    annotations.update(desired_annotations(blueprint, policy))
+    annotations.update(marks.annotations)
     patch: dict[str, Any] = {
         "metadata": {"resourceVersion": copy.resource_version, "labels": labels, "annotations": annotations},
     }
@@ -268,7 +262,7 @@ def _write_for(
     copy: CopyInfo,
     blueprint: Blueprint,
     namespace: str,
-    policy: Policy,
+    marks: Marks,
     differences: list[str],
     *,
     why: str,
@@ -281,7 +275,7 @@ def _write_for(
             name=blueprint.ref.name,
             blueprint=blueprint.ref,
             reason=f"{why}; {replace_reason}",
-            body=desired_secret(blueprint, namespace, policy),
+            body=desired_secret(blueprint, namespace, marks),
             resource_version=copy.resource_version,
             hash=blueprint.hash,
         )
@@ -291,7 +285,7 @@ def _write_for(
         name=blueprint.ref.name,
         blueprint=blueprint.ref,
         reason=why,
-        body=_merge_patch(copy, blueprint, policy, data_changes="data" in differences),
+        body=_merge_patch(copy, blueprint, marks, data_changes="data" in differences),
         resource_version=copy.resource_version,
         hash=blueprint.hash,
     )
@@ -337,6 +331,7 @@ def plan_pair(
     refused = refusal(blueprint)
     if refused is not None:
         return row(CopyState.REFUSED, refused), None
+    marks = desired_marks(blueprint, policy)
     if copy is None:
         return row(CopyState.MISSING), Action(
             kind=ActionKind.CREATE,
@@ -344,10 +339,10 @@ def plan_pair(
             name=ref.name,
             blueprint=ref,
             reason="copy missing",
-            body=desired_secret(blueprint, namespace.name, policy),
+            body=desired_secret(blueprint, namespace.name, marks),
             hash=blueprint.hash,
         )
-    differences = _differences(copy, blueprint, policy)
+    differences = _differences(copy, blueprint, marks)
     if not ours:
         detail = "a Secret with this name exists and was not created by secrets-operator"
         if copy.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
@@ -356,14 +351,14 @@ def plan_pair(
         if policy.conflict_policy == "adopt":
             # Every field is rewritten, whatever the comparison says: the markers are missing anyway.
             return row(CopyState.CONFLICT, detail + "; adopting it"), _write_for(
-                copy, blueprint, namespace.name, policy, differences, why="adopting an unmanaged Secret"
+                copy, blueprint, namespace.name, marks, differences, why="adopting an unmanaged Secret"
             )
         return row(CopyState.CONFLICT, detail), None
     if not differences:
         return row(CopyState.IN_SYNC), None
     drifted = ", ".join(differences)
     return row(CopyState.DRIFTED, f"differs in {drifted}"), _write_for(
-        copy, blueprint, namespace.name, policy, differences, why=f"copy differs in {drifted}"
+        copy, blueprint, namespace.name, marks, differences, why=f"copy differs in {drifted}"
     )
 
 
