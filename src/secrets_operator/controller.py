@@ -283,17 +283,17 @@ class Controller:
         """Copies per LIST page, so that a page stays around 32 MiB: copies are as large as their
         blueprint. Asked at every relist, so a blueprint that appears or grows is accounted for;
         while it is unknown, pages are small in case it is large."""
-        blueprint = self.blueprint_informers[ref].store.get(f"{ref.namespace}/{ref.name}")
+        blueprint = self.blueprint(ref)
         if blueprint is None:
             return 50
         size = sum(len(value) for value in blueprint.data.values()) + 2048
         return max(10, min(500, (32 << 20) // size))
 
+    def blueprint(self, ref: BlueprintRef) -> Blueprint | None:
+        return self.blueprint_informers[ref].store.get(f"{ref.namespace}/{ref.name}")
+
     def blueprints(self) -> dict[BlueprintRef, Blueprint | None]:
-        return {
-            ref: informer.store.get(f"{ref.namespace}/{ref.name}")
-            for ref, informer in self.blueprint_informers.items()
-        }
+        return {ref: self.blueprint(ref) for ref in self.blueprint_informers}
 
     def _namespace_changed(self, key: str, old: NamespaceInfo | None, new: NamespaceInfo | None) -> None:
         if not self.active:
@@ -319,7 +319,9 @@ class Controller:
     def _blueprint_changed(self, key: str, old: Blueprint | None, new: Blueprint | None) -> None:
         if new is None:
             log.warning(
-                "blueprint does not exist; copies are kept and will follow it once it exists",
+                "blueprint deleted; its copies will be pruned"
+                if self.policy.prune
+                else "blueprint does not exist; copies are kept and will follow it once it exists",
                 extra={"blueprint": key},
             )
         elif old is None or old.hash != new.hash:
@@ -379,7 +381,7 @@ class Controller:
                 "detail": row.detail,
             },
         )
-        blueprint = self.blueprints().get(row.blueprint)
+        blueprint = self.blueprint(row.blueprint)
         await self.events.record(
             ObjectRef(
                 "v1",
