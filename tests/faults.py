@@ -4,11 +4,12 @@ The operator talks plain HTTP to the proxy (on loopback); the proxy talks TLS to
 kube-apiserver with the admin credentials. Tests flip its switches to produce exactly the
 failures the operator must survive:
 
-- ``cut_watches()``: close every open watch stream now;
+- ``cut_watches(path)``: close every open watch stream (whose path contains ``path``) now;
 - ``gone_next_watches``: answer the next N watch requests (whose path contains ``gone_path``)
   with an ERROR event carrying 410 Gone (what kube-apiserver does when the requested
   resourceVersion is too old);
-- ``hold_watches``: keep new watch requests waiting until released;
+- ``hold_watches``: keep new watch requests (whose path contains ``hold_path``) waiting until
+  released;
 - ``fail_ratio`` / ``throttle_ratio``: answer that share of non-watch requests with 500/503, or
   429 with ``Retry-After``;
 - ``latency``: delay every request;
@@ -87,10 +88,11 @@ class FaultProxy:
         self.latency = 0.0
         self.blackhole = False
         self.hold_watches = False
+        self.hold_path = ""
         self.writes: list[Write] = []
         self.requests = 0
         self.watches_served = 0
-        self._watch_responses: set[web.StreamResponse] = set()
+        self._watch_responses: dict[web.StreamResponse, str] = {}  # open stream -> request path
         self._released = anyio.Event()
         self._healed = anyio.Event()
         self._runner: web.AppRunner | None = None
@@ -125,10 +127,16 @@ class FaultProxy:
         self._released.set()
         self._released = anyio.Event()
 
-    def cut_watches(self) -> int:
-        """Close every open watch stream; returns how many were cut."""
+    def open_watches(self, path: str = "") -> int:
+        """How many watch streams whose path contains ``path`` are open now."""
+        return sum(path in request_path for request_path in self._watch_responses.values())
+
+    def cut_watches(self, path: str = "") -> int:
+        """Close every open watch stream whose path contains ``path``; returns how many were cut."""
         cut = 0
-        for response in list(self._watch_responses):
+        for response, request_path in list(self._watch_responses.items()):
+            if path not in request_path:
+                continue
             transport = response._req.transport if response._req is not None else None
             if transport is not None:
                 transport.close()
@@ -195,7 +203,7 @@ class FaultProxy:
             return web.Response(body=payload, status=upstream.status, headers=self._back_headers(upstream))
 
     async def _watch(self, request: web.Request) -> web.StreamResponse:
-        while self.hold_watches:
+        while self.hold_watches and self.hold_path in request.path:
             await self._released.wait()
         if self.gone_next_watches > 0 and self.gone_path in request.path:
             self.gone_next_watches -= 1
@@ -212,14 +220,14 @@ class FaultProxy:
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, headers=self._back_headers(upstream))
             await response.prepare(request)
-            self._watch_responses.add(response)
+            self._watch_responses[response] = request.path
             try:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
             except (ConnectionResetError, aiohttp.ClientError):
                 pass
             finally:
-                self._watch_responses.discard(response)
+                self._watch_responses.pop(response, None)
             return response
 
     def _forward_headers(self, request: web.Request) -> dict[str, str]:

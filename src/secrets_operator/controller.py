@@ -8,7 +8,8 @@ plumbing (``kube/``). Its pieces:
   ``metadata.name=<name>``, which lets RBAC restrict Secret access with ``resourceNames``). The
   copies' data is reduced to a hash as it arrives; only blueprints keep data.
 - *triggers*: a namespace event enqueues that namespace, a copy event its namespace, a blueprint
-  event every namespace, the resync timer every namespace. Events say only where to look.
+  event every namespace, a relist of copies and the resync timer every namespace. Events say only
+  where to look.
 - *reconcile*: plan one namespace from the caches, then apply the plan's writes. An in-sync
   namespace costs no request at all.
 - *leadership*: every replica runs the caches; only the leader runs workers, and every write
@@ -249,6 +250,7 @@ class Controller:
                 page_size=functools.partial(self._copy_page_size, ref),
                 trim=self.trimmer.copy,
                 on_change=self._copy_changed,
+                on_relist=functools.partial(self._copies_relisted, ref.name),
             )
             for ref in settings.blueprints
         }
@@ -306,6 +308,14 @@ class Controller:
     def _copy_changed(self, key: str, old: CopyInfo | None, new: CopyInfo | None) -> None:
         if self.active:
             self.queue.add(key)  # copy informers are keyed by namespace
+
+    def _copies_relisted(self, name: str) -> None:
+        """A relist compares with the cache, and a copy written while the watch was down never
+        reached the cache: written and deleted meanwhile, it shows no difference. Planning from
+        the fresh cache finds it; namespaces in sync cost no request."""
+        if self.active:
+            log.info("copies relisted; checking every namespace", extra={"secret": name})
+            self.enqueue_all()
 
     def copies(self, namespace: str) -> dict[str, CopyInfo]:
         """The Secrets named like a blueprint in ``namespace``, by name."""

@@ -24,16 +24,28 @@ async def test_expired_watch_relists_and_repairs_what_changed_meanwhile(
     await operator.wait_ready()
     await scenario.wait_copy(namespace, {"auth": "carol:pw"})
 
-    # Hold every reconnecting watch, cut the current ones, change things meanwhile, then let
-    # the copies' watch come back to a 410 Gone: only a relist can show it what happened.
+    # Hold the copies' reconnecting watch, cut the current one, change things meanwhile, then let
+    # it come back to a 410 Gone: only a relist can show it what happened.
+    copies = "/api/v1/secrets"
+
+    async def copies_watched() -> bool:
+        return proxy.open_watches(copies) == 1
+
+    await wait_for(copies_watched, timeout=10, what="the copies' watch through the proxy")
+    proxy.hold_path = proxy.gone_path = copies
     proxy.hold_watches = True
-    proxy.gone_path = "/api/v1/secrets"
     proxy.gone_next_watches = 1
-    proxy.cut_watches()
+    assert proxy.cut_watches(copies) == 1
     await scenario.core.delete_namespaced_secret(scenario.secret_name, namespace)
+    # A copy the operator writes while its watch is down never reaches its cache; deleted before
+    # the relist, it is absent from both the old and the new list, and must still come back.
+    unseen = await scenario.namespace("u")
+    await scenario.wait_copy(unseen, {"auth": "carol:pw"})
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, unseen)
     proxy.release_watches()
 
     await scenario.wait_copy(namespace, {"auth": "carol:pw"})
+    await scenario.wait_copy(unseen, {"auth": "carol:pw"})
     assert proxy.gone_served == 1
     metrics = await operator.metrics()
     assert (

@@ -1,13 +1,17 @@
 """List+watch into a trimmed in-memory cache, the way client-go's reflector does it.
 
 1. LIST (paginated), remember the list's resourceVersion, replace the cache, and report every
-   difference to the previous cache (so a relist after an outage triggers the right reconciles).
+   difference to the previous cache (so a relist after an outage triggers the right reconciles),
+   then (except after the first) call ``on_relist``: what the caller wrote while the watch was
+   down never reached the cache, so no difference can show it (a copy written, then deleted,
+   before the relist).
 2. WATCH from that resourceVersion with bookmarks and a randomised server timeout; every event,
    bookmarks included, advances the resourceVersion. A stream the server ends is simply reopened.
 3. A client-side inactivity timeout (bookmarks arrive about every minute) catches half-open
    connections.
-4. 410 Gone (as a status or an ERROR event) → relist. 429 → wait for Retry-After. Any other
-   error → exponential backoff with jitter (0.8 s doubling to 30 s), reset by a healthy stream.
+4. 410 Gone (as a status or an ERROR event) → relist at once (repeated ones back off).
+   429 → wait for Retry-After. Any other error → exponential backoff with jitter (0.8 s
+   doubling to 30 s), reset by a healthy stream.
 
 Objects are reduced by a ``trim`` function as they arrive, so the cache holds only what the
 caller needs (for Secrets: never the data, unless the caller asks for it). Consumers get a
@@ -73,6 +77,7 @@ class Informer(Generic[T]):
         path: str,
         trim: Trim[T],
         on_change: OnChange[T] | None = None,
+        on_relist: Callable[[], None] | None = None,
         query: Query = (),
         key: Callable[[JSON], str] = object_key,
         page_size: int | Callable[[], int] = 500,
@@ -80,7 +85,7 @@ class Informer(Generic[T]):
         watch_timeout: tuple[int, int] = (300, 600),
     ) -> None:
         self.kube, self.name, self.path, self.query = kube, name, path, tuple(query)
-        self.trim, self.on_change, self.key = trim, on_change, key
+        self.trim, self.on_change, self.on_relist, self.key = trim, on_change, on_relist, key
         self.page_size = page_size
         self.inactivity_timeout = inactivity_timeout
         self.watch_timeout = watch_timeout
@@ -103,7 +108,9 @@ class Informer(Generic[T]):
         backoff = Backoff()
         need_list = True
         failures = 0  # consecutive failed or empty cycles
+        gone = 0  # consecutive cycles that ended in 410 Gone
         while True:
+            gone_before, gone = gone, 0
             self.heartbeat = time.monotonic()
             reason, error, retry_after = "", "", 0.0
             self._streamed = False
@@ -140,11 +147,13 @@ class Informer(Generic[T]):
                     need_list = True
                     reason = "gone"
                     error = str(exc)
-                    if failures == 0:
-                        failures = 1
+                    gone = gone_before + 1
+                    if gone == 1:
+                        # What a reconnect after an outage usually meets: relist at once, even
+                        # after a broken stream. Repeated 410s back off below.
                         metrics.WATCH_RESTARTS.labels(informer=self.name, reason="gone").inc()
                         log.info("watch expired, relisting", extra={"informer": self.name})
-                        continue  # the first 410 relists at once; repeated ones back off below
+                        continue
                 else:
                     reason = "error"
                     error = str(exc)
@@ -176,6 +185,7 @@ class Informer(Generic[T]):
             self.heartbeat = time.monotonic()
         old, self.store = self.store, fresh
         self.resource_version = resource_version
+        first = not self.synced.is_set()
         if self.on_change is not None:
             for key, new in fresh.items():
                 previous = old.get(key)
@@ -184,6 +194,8 @@ class Informer(Generic[T]):
             for key in old.keys() - fresh.keys():
                 self.on_change(key, old[key], None)
         self.synced.set()
+        if self.on_relist is not None and not first:
+            self.on_relist()
 
     async def _watch_once(self) -> bool:
         """One watch stream until the server closes it; True when it delivered anything."""
