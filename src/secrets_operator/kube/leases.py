@@ -377,18 +377,38 @@ class LeaderElector:
         )
 
     async def _release(self) -> bool:
-        """Give the Lease up (holder empty, 1 s duration); True when the API server took it."""
+        """Give the Lease up (holder empty, 1 s duration); True when the API server took it.
+
+        A renewal cancelled by the shutdown may have reached the API server without its answer
+        reaching us, so our resourceVersion is one behind and the release gets 409: then read the
+        Lease and, if it is still ours, release that version. Otherwise a standby would wait out
+        the whole lease duration.
+        """
         current = self.observation.record
         if current is None or current.holder != self.identity:
             return False  # never release a Lease another replica holds by now
-        record = self.observation.release(self.wall_clock())
-        if record is None:
-            return False
         self._renewed_at = -math.inf  # may_write() is false from here on
-        try:
-            await self._write(record, record.resource_version)
-        except ApiError as exc:
-            log.warning("could not release the Lease; it will expire instead", extra={"error": str(exc)})
-            return False
+        for attempt in range(2):
+            record = self.observation.release(self.wall_clock())
+            if record is None:
+                return False
+            try:
+                await self._write(record, record.resource_version)
+                break
+            except ApiError as exc:
+                if exc.status == 409 and attempt == 0:
+                    try:
+                        fresh = await self._get()
+                    except ApiError as read_error:
+                        exc = read_error
+                    else:
+                        if fresh is not None and fresh.holder == self.identity:
+                            self.observation.observe(fresh)
+                            continue
+                        return False  # taken over meanwhile: nothing of ours to release
+                log.warning(
+                    "could not release the Lease; it will expire instead", extra={"error": str(exc)}
+                )
+                return False
         log.info("released the Lease", extra={"lease": f"{self.namespace}/{self.name}"})
         return True
