@@ -32,8 +32,6 @@ import aiohttp
 import anyio
 from aiohttp import web
 
-from tests.cluster import free_port
-
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -79,7 +77,7 @@ class FaultProxy:
     ) -> None:
         self.upstream, self.ssl_context, self.name = upstream.rstrip("/"), ssl_context, name
         self.authorization = authorization
-        self.port = free_port()
+        self.port = 0  # bound on entry
         self.gone_next_watches = 0
         self.gone_path = ""
         self.gone_served = 0
@@ -137,6 +135,8 @@ class FaultProxy:
         for response, request_path in list(self._watch_responses.items()):
             if path not in request_path:
                 continue
+            # Forget it now: its handler only notices once upstream sends the next chunk.
+            del self._watch_responses[response]
             transport = response._req.transport if response._req is not None else None
             if transport is not None:
                 transport.close()
@@ -153,7 +153,8 @@ class FaultProxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

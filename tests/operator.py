@@ -18,10 +18,12 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from tests.cluster import _die_with_parent, free_port
+from tests.cluster import _die_with_parent
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>.*)\})? (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+# The port the operator serves on, from its "starting" line (JSON or text format).
+_PORT = re.compile(r'(?:"message": "starting".*"http_port": |: starting .*http_port=)(\d+)')
 
 
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -56,7 +58,8 @@ class OperatorProcess:
 
     def __init__(self, *, name: str, kubeconfig: Path, env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
-        self.port = free_port()
+        self.port: int | None = None  # known once the process says where it serves
+        self._log_start = 0
         self.log_path = log_dir / f"operator-{name}.log"
         self.env = {
             key: value for key, value in os.environ.items() if not key.startswith("SECRETS_OPERATOR_")
@@ -65,7 +68,9 @@ class OperatorProcess:
             {
                 "KUBECONFIG": str(kubeconfig),
                 "SECRETS_OPERATOR_IDENTITY": name,
-                "SECRETS_OPERATOR_HTTP_PORT": str(self.port),
+                # The operator binds a free port itself and logs it: a port picked here and bound
+                # later could meanwhile be taken, e.g. as the source port of a connection.
+                "SECRETS_OPERATOR_HTTP_PORT": "0",
                 "SECRETS_OPERATOR_LOG_FORMAT": "json",
                 "SECRETS_OPERATOR_LOG_LEVEL": "DEBUG",
             }
@@ -75,7 +80,9 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.port = None
         with self.log_path.open("ab") as log:
+            self._log_start = log.tell()
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "secrets_operator", "run"],
                 env=self.env,
@@ -87,6 +94,17 @@ class OperatorProcess:
 
     @property
     def url(self) -> str:
+        """Where the running process serves; ConnectionRefusedError until it has said so."""
+        if self.port is None:
+            try:
+                with self.log_path.open("rb") as log:
+                    log.seek(self._log_start)
+                    found = _PORT.search(log.read().decode(errors="replace"))
+            except OSError:
+                found = None
+            if found is None:
+                raise ConnectionRefusedError(f"operator {self.name} is not serving yet")
+            self.port = int(found.group(1))
         return f"http://127.0.0.1:{self.port}"
 
     @property

@@ -347,7 +347,7 @@ async def test_operator_works_with_exactly_the_chart_rbac_and_nothing_more(
                 name=f"{release}-{name}", kubeconfig=kubeconfig, env=env, log_dir=tmp_path
             )
             # Two processes on one machine need two ports; everything else is the manifest's.
-            process.env["SECRETS_OPERATOR_HTTP_PORT"] = str(process.port)
+            process.env["SECRETS_OPERATOR_HTTP_PORT"] = "0"
             process.env.pop("SECRETS_OPERATOR_IDENTITY", None)
             scenario.operators.append(process)
             process.start()

@@ -129,7 +129,7 @@ async def test_operator_recovers_when_a_control_plane_component_restarts(
     await wait_for(api_back, timeout=60, what=f"the API server to serve again after {component} restarted")
     after = await scenario.namespace("after")
     await scenario.update_blueprint({"auth": "e2"})
-    await _exact_everywhere(scenario, [before, after], {"auth": "e2"}, timeout=60)
+    await _exact_everywhere(scenario, [before, after], {"auth": "e2"}, timeout=90)
     await scenario.core.delete_namespaced_secret(scenario.secret_name, before)
     await scenario.wait_copy(before, {"auth": "e2"})
     assert operator.popen is not None
@@ -195,6 +195,14 @@ async def test_one_writer_through_twenty_partitions_kills_and_pauses(
         kind = disruptions[iteration % len(disruptions)]
         current = await wait_for(leader, timeout=30, what="one leader", interval=0.05)
         process, proxy = fleet[current]
+        # Disrupt a leader with nothing left to do. One frozen between its leadership check and
+        # sending a write would send it when it wakes: a Lease cannot fence that (operations.md).
+        await _exact_everywhere(scenario, namespaces, {"auth": f"r{iteration}"}, timeout=30)
+
+        async def idle(process: OperatorProcess = process) -> bool:
+            return (await process.metrics()).value("secrets_operator_queue_depth") == 0
+
+        await wait_for(idle, timeout=30, what=f"{current} to have nothing queued")
         if kind == "partition":
             proxy.blackhole = True
             proxy.cut_watches()

@@ -44,7 +44,12 @@ async def test_only_the_leader_writes(scenario: Scenario) -> None:
         await scenario.wait_copy(namespace, HTPASSWD)
     more = await scenario.namespace("later")
     await scenario.wait_copy(more, HTPASSWD)
-    assert await leader.writes() >= len(targets) + 1
+
+    # The copy can be visible before the leader has read the answer to its write and counted it.
+    async def counted() -> bool:
+        return await leader.writes() >= len(targets) + 1
+
+    await wait_for(counted, timeout=10, what="the leader to count its writes")
     assert await standby.writes() == 0
     assert not await standby.is_leader()
     lease = await client.CoordinationV1Api(scenario.api).read_namespaced_lease(scenario.prefix, "default")

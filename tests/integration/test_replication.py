@@ -150,8 +150,13 @@ async def test_excluded_unselected_and_opted_out_namespaces_get_nothing(scenario
     await scenario.wait_copy(selected, HTPASSWD)
 
     async def planned() -> bool:
-        # Every namespace of the scenario has been reconciled at least once.
-        return (await operator.metrics()).value("secrets_operator_copies", state="excluded") >= 4
+        # Every namespace was queued when the operator started leading; with nothing left in
+        # the queue, every one of them has been planned (and the unselected ones wrote nothing).
+        metrics = await operator.metrics()
+        return (
+            metrics.value("secrets_operator_queue_depth") == 0
+            and metrics.value("secrets_operator_copies", state="in_sync") == 1
+        )
 
     await wait_for(planned, timeout=20, what="all namespaces to be planned")
     for namespace in (unselected, opted_out, excluded, scenario.home):
@@ -183,7 +188,8 @@ async def test_copies_stay_when_the_namespace_leaves_the_selector_without_prune(
     await scenario.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "db"}}})
 
     async def excluded() -> bool:
-        return (await operator.metrics()).value("secrets_operator_copies", state="excluded") >= 2
+        # Its only target has left the selector: nothing is in sync any more, nothing to write.
+        return (await operator.metrics()).value("secrets_operator_copies", state="in_sync") == 0
 
     await wait_for(excluded, timeout=20, what="the namespace to be seen as excluded")
     assert await scenario.copy(namespace) is not None
