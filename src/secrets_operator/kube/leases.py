@@ -388,27 +388,28 @@ class LeaderElector:
         if current is None or current.holder != self.identity:
             return False  # never release a Lease another replica holds by now
         self._renewed_at = -math.inf  # may_write() is false from here on
-        for attempt in range(2):
+
+        async def give_up() -> bool:
             record = self.observation.release(self.wall_clock())
-            if record is None:
+            if record is None:  # the Lease was deleted meanwhile
                 return False
+            await self._write(record, record.resource_version)
+            return True
+
+        try:
             try:
-                await self._write(record, record.resource_version)
-                break
+                released = await give_up()
             except ApiError as exc:
-                if exc.status == 409 and attempt == 0:
-                    try:
-                        fresh = await self._get()
-                    except ApiError as read_error:
-                        exc = read_error
-                    else:
-                        if fresh is not None and fresh.holder == self.identity:
-                            self.observation.observe(fresh)
-                            continue
-                        return False  # taken over meanwhile: nothing of ours to release
-                log.warning(
-                    "could not release the Lease; it will expire instead", extra={"error": str(exc)}
-                )
-                return False
-        log.info("released the Lease", extra={"lease": f"{self.namespace}/{self.name}"})
-        return True
+                if exc.status != 409:
+                    raise
+                fresh = await self._get()
+                if fresh is None or fresh.holder != self.identity:
+                    return False  # taken over meanwhile: nothing of ours to release
+                self.observation.observe(fresh)
+                released = await give_up()
+        except ApiError as exc:
+            log.warning("could not release the Lease; it will expire instead", extra={"error": str(exc)})
+            return False
+        if released:
+            log.info("released the Lease", extra={"lease": f"{self.namespace}/{self.name}"})
+        return released
