@@ -20,6 +20,7 @@ from secrets_operator.kube.leases import (
     LeaseRecord,
     format_microtime,
     parse_microtime,
+    released,
 )
 
 ME = "replica-a"
@@ -203,21 +204,13 @@ def test_creating_the_first_lease_starts_transitions_at_zero() -> None:
 
 
 def test_release_empties_the_holder_with_a_one_second_duration_and_keeps_transitions() -> None:
-    observation = LeaseObservation(FakeClock())
-    observation.observe(held(holder=ME, duration=15, transitions=4, resource_version="9"))
+    given_up = released(held(holder=ME, duration=15, transitions=4, resource_version="9"), T1)
 
-    released = observation.release(T1)
-
-    assert released is not None
-    assert released.holder == ""
-    assert released.duration_seconds == 1
-    assert released.transitions == 4
-    assert released.renew_time == format_microtime(T1)
-    assert released.resource_version == "9"
-
-
-def test_there_is_nothing_to_release_without_a_lease() -> None:
-    assert LeaseObservation(FakeClock()).release(T1) is None
+    assert given_up.holder == ""
+    assert given_up.duration_seconds == 1
+    assert given_up.transitions == 4
+    assert given_up.renew_time == format_microtime(T1)
+    assert given_up.resource_version == "9"
 
 
 # -- MicroTime

@@ -133,9 +133,10 @@ class Informer(Generic[T]):
                 reason = "short"  # closed at once without a single event: like client-go, an error
                 error = "the watch closed at once without any event"
             except ApiError as exc:
-                if self._streamed:
+                if self._streamed and not (exc.is_gone and gone_before):
                     # The stream was healthy before it broke (a proxy's connection age, a restart):
-                    # this is not a failure streak, whatever comes next.
+                    # this is not a failure streak, whatever comes next. Unless it is one more
+                    # 410 right after a relist: those keep backing off.
                     failures = 0
                     backoff.reset()
                 if exc.reason == "InactivityTimeout":

@@ -157,14 +157,11 @@ class LeaseObservation:
             identity, duration_seconds, stamp, stamp, transitions, old.resource_version if old else ""
         )
 
-    def release(self, now: datetime.datetime) -> LeaseRecord | None:
-        """The record that gives the Lease up at once (client-go: empty holder, 1 s duration)."""
-        if self.record is None:
-            return None
-        stamp = format_microtime(now)
-        return dataclasses.replace(
-            self.record, holder="", duration_seconds=1, acquire_time=stamp, renew_time=stamp
-        )
+
+def released(record: LeaseRecord, now: datetime.datetime) -> LeaseRecord:
+    """``record`` given up at once (client-go: empty holder, 1 s duration), same resourceVersion."""
+    stamp = format_microtime(now)
+    return dataclasses.replace(record, holder="", duration_seconds=1, acquire_time=stamp, renew_time=stamp)
 
 
 class LeaderElector:
@@ -242,11 +239,15 @@ class LeaderElector:
                     await self._acquire()
                     await self._lead_until_lost(lead)
             finally:
-                released = False
+                done = False
                 if self.leading:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(self.retry_period):
-                        released = await self._release()
-                self._set_leading(False, "released" if released else "stopped")
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(self.retry_period) as limit:
+                        done = await self._release()
+                    if limit.cancelled_caught:
+                        log.warning(
+                            "releasing the Lease took longer than the retry period; it will expire instead"
+                        )
+                self._set_leading(False, "released" if done else "stopped")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _set_leading(self, leading: bool, event: str) -> None:
@@ -388,28 +389,21 @@ class LeaderElector:
         if current is None or current.holder != self.identity:
             return False  # never release a Lease another replica holds by now
         self._renewed_at = -math.inf  # may_write() is false from here on
-
-        async def give_up() -> bool:
-            record = self.observation.release(self.wall_clock())
-            if record is None:  # the Lease was deleted meanwhile
-                return False
-            await self._write(record, record.resource_version)
-            return True
-
         try:
             try:
-                released = await give_up()
+                await self._write(released(current, self.wall_clock()), current.resource_version)
             except ApiError as exc:
                 if exc.status != 409:
                     raise
                 fresh = await self._get()
                 if fresh is None or fresh.holder != self.identity:
-                    return False  # taken over meanwhile: nothing of ours to release
-                self.observation.observe(fresh)
-                released = await give_up()
+                    return False  # taken over (or deleted) meanwhile: nothing of ours to release
+                await self._write(released(fresh, self.wall_clock()), fresh.resource_version)
         except ApiError as exc:
             log.warning("could not release the Lease; it will expire instead", extra={"error": str(exc)})
             return False
-        if released:
-            log.info("released the Lease", extra={"lease": f"{self.namespace}/{self.name}"})
-        return released
+        except Exception:  # shutting down: report, never replace the cancellation with a crash
+            log.exception("could not release the Lease; it will expire instead")
+            return False
+        log.info("released the Lease", extra={"lease": f"{self.namespace}/{self.name}"})
+        return True
