@@ -369,3 +369,33 @@ class _ForwardClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class _RecordingKube:
+    """Stands in for the client where no request may be made; remembers any that is."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    async def request(self, method: str, path: str, **_: object) -> dict[str, object]:
+        self.requests.append(f"{method} {path}")
+        raise AssertionError("no request expected")
+
+
+@pytest.mark.parametrize("observed", [None, held(holder=OTHER)], ids=["no-lease", "held-by-another"])
+async def test_there_is_nothing_to_release_without_a_lease_of_our_own(observed: LeaseRecord | None) -> None:
+    kube = _RecordingKube()
+    candidate = LeaderElector(
+        kube,  # type: ignore[arg-type]
+        namespace="ops",
+        name="secrets-operator",
+        identity=ME,
+        lease_duration=15,
+        renew_deadline=10,
+        retry_period=2,
+        clock=FakeClock(),
+    )
+    candidate.observation.observe(observed)
+
+    assert await candidate._release() is False
+    assert kube.requests == []  # never a write to a Lease that is not ours
