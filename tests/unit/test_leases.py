@@ -14,6 +14,7 @@ import datetime
 
 import pytest
 
+from secrets_operator.kube.client import ApiError
 from secrets_operator.kube.leases import (
     LeaderElector,
     LeaseObservation,
@@ -399,3 +400,99 @@ async def test_there_is_nothing_to_release_without_a_lease_of_our_own(observed: 
 
     assert await candidate._release() is False
     assert kube.requests == []  # never a write to a Lease that is not ours
+
+
+# -- may_write() and write_budget(): the deadline a leader stops writing at
+
+
+class _LeaseApi:
+    """An API server holding one Lease (absent at first); every write takes ``took`` seconds."""
+
+    def __init__(self, clock: FakeClock, *, took: float = 0.0) -> None:
+        self.clock, self.took = clock, took
+        self.version = 0
+        self.fail_with: int | None = None
+
+    async def request(self, method: str, path: str, *, body: object = None, **_: object) -> dict[str, object]:
+        if method != "GET":
+            self.clock.now += self.took
+        if self.fail_with is not None:
+            raise ApiError(method=method, path=path, status=self.fail_with, reason="InternalError")
+        if method == "GET":
+            raise ApiError(method=method, path=path, status=404, reason="NotFound")
+        assert isinstance(body, dict)
+        self.version += 1
+        return {"metadata": {"name": "secrets-operator", "resourceVersion": str(self.version)}, **body}
+
+
+def leader_with_clock(took: float = 0.0) -> tuple[LeaderElector, FakeClock, _LeaseApi]:
+    clock = FakeClock()
+    api = _LeaseApi(clock, took=took)
+    candidate = LeaderElector(
+        api,  # type: ignore[arg-type]
+        namespace="ops",
+        name="secrets-operator",
+        identity=ME,
+        lease_duration=15,
+        renew_deadline=10,
+        retry_period=2,
+        clock=clock,
+    )
+    return candidate, clock, api
+
+
+async def test_a_leader_may_write_until_the_renew_deadline_counted_from_the_start_of_its_renewal() -> None:
+    candidate, clock, _ = leader_with_clock(took=1.0)  # the acquiring write takes 1 s
+    started = clock.now
+    assert candidate.may_write() is False
+    assert candidate.write_budget() is None
+
+    assert await candidate._attempt() == ("acquired", 0.0)
+    candidate.leading = True  # what run() does once the Lease is acquired
+
+    assert clock.now == started + 1.0
+    assert candidate.may_write() is True
+    # A write may last until the Lease could expire for others, 15 s after the request *started*.
+    assert candidate.write_budget() == pytest.approx(14.0)
+    clock.now = started + 9.999
+    assert candidate.may_write() is True
+    assert candidate.write_budget() == pytest.approx(5.001)
+    clock.now = started + 10.0  # the renew deadline, not 10 s after the answer came
+    assert candidate.may_write() is False
+    assert candidate.write_budget() is None
+    clock.now = started + 14.0  # past the deadline though the Lease has not expired yet
+    assert candidate.may_write() is False
+    assert candidate.write_budget() is None
+
+
+async def test_a_failed_renewal_does_not_move_the_deadline_and_a_successful_one_does() -> None:
+    candidate, clock, api = leader_with_clock()
+    started = clock.now
+    assert (await candidate._attempt())[0] == "acquired"
+    candidate.leading = True
+
+    clock.now = started + 5
+    api.fail_with = 500
+    assert (await candidate._attempt())[0] == "failed"
+    clock.now = started + 10
+    assert candidate.may_write() is False, "a failed renewal must not extend the deadline"
+    assert candidate.write_budget() is None
+
+    api.fail_with = None
+    assert (await candidate._attempt())[0] == "acquired"
+    assert candidate.may_write() is True
+    assert candidate.write_budget() == pytest.approx(15.0)
+    clock.now = started + 19.999
+    assert candidate.may_write() is True
+    clock.now = started + 20
+    assert candidate.may_write() is False
+
+
+async def test_a_replica_that_is_not_leading_may_not_write_even_within_the_deadline() -> None:
+    candidate, clock, _ = leader_with_clock()
+    assert (await candidate._attempt())[0] == "acquired"
+
+    candidate.leading = False  # stepped down (lost, or shutting down)
+
+    assert candidate.may_write() is False
+    assert candidate.write_budget() is None
