@@ -489,7 +489,7 @@ async def test_a_failed_renewal_does_not_move_the_deadline_and_a_successful_one_
 
 
 async def test_a_replica_that_is_not_leading_may_not_write_even_within_the_deadline() -> None:
-    candidate, clock, _ = leader_with_clock()
+    candidate, _, _ = leader_with_clock()
     assert (await candidate._attempt())[0] == "acquired"
 
     candidate.leading = False  # stepped down (lost, or shutting down)
