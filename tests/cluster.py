@@ -8,7 +8,9 @@ upstream binaries (see ``tests/binaries.py``), started here on loopback in a few
 - etcd on free loopback ports with a throw-away data directory and ``--unsafe-no-fsync``;
 - kube-apiserver on 127.0.0.1 with a self-signed serving certificate, client-certificate
   authentication from a throw-away CA, ``--authorization-mode=RBAC``, and service-account
-  token signing, so ServiceAccount identities and RBAC behave as in any cluster;
+  token signing, so ServiceAccount identities and RBAC behave as in any cluster, and an audit
+  log of every request made by a ServiceAccount (Metadata level: never a body), in which a test
+  can find any request of the operator's that the API server refused;
 - kube-controller-manager running the namespace, garbage-collector, serviceaccount and token
   controllers, so deleted namespaces really terminate.
 
@@ -287,6 +289,19 @@ def _wait_until(what: str, ready: Callable[[], bool], *, timeout: float, alive: 
 # ------------------------------------------------------------------------------ control plane
 
 
+#: Requests by ServiceAccounts (the operator under test always is one), at Metadata level: who,
+#: what, and the response code; never a request or response body, so never Secret data.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager in ``workdir``; see the module docstring."""
 
@@ -300,6 +315,9 @@ class ControlPlane:
         self.controller_manager_port = free_port()
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
         self.admin_kubeconfig = workdir / "admin.kubeconfig"
+        #: Every request by a ServiceAccount (JSON lines, Metadata level): the RBAC proof reads it
+        #: to find any request of the operator's that the API server refused.
+        self.audit_log = workdir / "audit" / "audit.log"
         self.processes: dict[str, Process] = {}
         self.pki: PKI | None = None
 
@@ -377,6 +395,9 @@ class ControlPlane:
     def start_apiserver(self, *, timeout: float = 60.0) -> None:
         assert self.pki is not None
         pki = self.pki
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        audit_policy = self.audit_log.parent / "policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
         process = Process(
             "kube-apiserver",
             [
@@ -395,6 +416,10 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=512",
             ],
             self.logs_dir / "kube-apiserver.log",
         )

@@ -22,6 +22,7 @@ from tests.binaries import BuildError
 from tests.cluster import ControlPlane, ControlPlaneError, print_logs
 
 KUBECONFIG_ENV = "SECRETS_OPERATOR_TEST_KUBECONFIG"
+AUDIT_LOG_ENV = "SECRETS_OPERATOR_TEST_AUDIT_LOG"
 _planes: list[ControlPlane] = []
 
 
@@ -31,6 +32,9 @@ class Cluster:
 
     kubeconfig: Path
     plane: ControlPlane | None
+    #: The API server's audit log (JSON lines, at least every ServiceAccount request at Metadata
+    #: level): the local plane's, or ``SECRETS_OPERATOR_TEST_AUDIT_LOG`` for an external cluster.
+    audit_log: Path | None = None
 
 
 def _in_ci() -> bool:
@@ -41,7 +45,8 @@ def _in_ci() -> bool:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     external = os.environ.get(KUBECONFIG_ENV)
     if external:
-        yield Cluster(kubeconfig=Path(external), plane=None)
+        audit = os.environ.get(AUDIT_LOG_ENV)
+        yield Cluster(kubeconfig=Path(external), plane=None, audit_log=Path(audit) if audit else None)
         return
     try:
         plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
@@ -53,7 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.fail(message)
         pytest.skip(message)
     try:
-        yield Cluster(kubeconfig=plane.admin_kubeconfig, plane=plane)
+        yield Cluster(kubeconfig=plane.admin_kubeconfig, plane=plane, audit_log=plane.audit_log)
     finally:
         plane.stop()
 
