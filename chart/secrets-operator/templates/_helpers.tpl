@@ -56,3 +56,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- toJson (uniq $names) }}
 {{- end }}
+
+{{/* The blueprints as `namespace/name`, deduplicated: the sources a copy may name. */}}
+{{- define "secrets-operator.blueprintRefs" -}}
+{{- toJson (uniq .Values.operator.blueprints) }}
+{{- end }}
+
+{{/* The user name the API server gives the operator's ServiceAccount. */}}
+{{- define "secrets-operator.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "secrets-operator.serviceAccountName" .) }}
+{{- end }}
