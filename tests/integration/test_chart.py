@@ -11,13 +11,17 @@ operator runs as local processes configured from the rendered manifest instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import signal
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from kubernetes_asyncio import client, config
@@ -181,14 +185,21 @@ def test_chart_without_blueprints_is_refused_with_a_clear_message() -> None:
     assert "blueprints" in done.stderr
 
 
-def test_chart_refuses_lease_timings_the_operator_would_refuse() -> None:
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        ("operator.leaseDurationSeconds=10", "leaseDurationSeconds must be greater than"),
+        ("operator.retryPeriodSeconds=9", "renewDeadlineSeconds must be greater than 1.2 x"),
+        ("operator.retryPeriodSeconds=8.34", "renewDeadlineSeconds must be greater than 1.2 x"),
+    ],
+)
+def test_chart_refuses_lease_timings_the_operator_would_refuse(override: str, complaint: str) -> None:
     defaults = str(CHART / "ci" / "default-values.yaml")
-    done = helm(
-        "template", "t", str(CHART), "--kube-version", KUBE_VERSION, "-f", defaults,
-        "--set", "operator.leaseDurationSeconds=5",
-    )  # fmt: skip
+    args = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION, "-f", defaults]
+    assert helm(*args).returncode == 0  # the defaults (15/10/2) pass; each override breaks one rule
+    done = helm(*args, "--set-json", override)
     assert done.returncode != 0
-    assert "leaseDurationSeconds must be greater than" in done.stderr
+    assert complaint in done.stderr
 
 
 def test_rbac_limits_secret_access_to_the_blueprint_names() -> None:
@@ -261,6 +272,25 @@ def test_helm_install_and_uninstall_succeed_on_the_local_control_plane(cluster: 
 
 # ------------------------------------------------------------------------ the RBAC proof
 
+#: The rendered objects that decide what the operator's identity may do: applied exactly.
+AUTHORITY_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+#: Short Lease timings, so that the steady state (several lease durations) fits in a test.
+LEASE = {"leaseDurationSeconds": 4, "renewDeadlineSeconds": 3, "retryPeriodSeconds": 0.5}
+LEASE_SECONDS = float(LEASE["leaseDurationSeconds"])
+#: The User-Agent the operator's client sends; the audit check selects its requests by it.
+OPERATOR_AGENT = "secrets-operator"
+#: The User-Agent of the requests the tests send with the operator's token, acting as a thief.
+THIEF_AGENT = "stolen-token"
+POLICY_MESSAGE = "secrets-operator"  # every refusal of the chart's admission policy names it
+
 
 def _deployment_env(deployment: Mapping[str, Any], *, pod_name: str, pod_namespace: str) -> dict[str, str]:
     """The operator's environment as the Deployment would give it (downward API resolved)."""
@@ -275,38 +305,185 @@ def _deployment_env(deployment: Mapping[str, Any], *, pod_name: str, pod_namespa
     return env
 
 
-async def _apply_rbac(cluster: Cluster, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-    rbac = [obj for obj in objects if obj["kind"] in kinds]
-    done = kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
-    assert done.returncode == 0, done.stderr
-    return rbac
+def deployment_env_value(deployment: Mapping[str, Any], name: str) -> str:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (value,) = [item["value"] for item in container["env"] if item["name"] == name]
+    return str(value)
 
 
-async def _wait_rbac_effective(kubeconfig: Path, *, secret: tuple[str, str], lease: tuple[str, str]) -> None:
-    """Wait until the API server's authorizer has caught up with the RBAC objects just applied,
-    so that a refusal later on is the chart's doing, not a cache lagging by milliseconds."""
-    async with await config.new_client_from_config(config_file=str(kubeconfig)) as as_operator:
-        core = client.CoreV1Api(as_operator)
-        leases = client.CoordinationV1Api(as_operator)
+class Release:
+    """The chart rendered for one test, with exactly its authority objects applied.
 
-        async def allowed() -> bool:
-            try:
-                await core.list_namespace(limit=1)
-                await core.list_namespaced_secret(secret[0], field_selector=f"metadata.name={secret[1]}")
-                await leases.list_namespaced_lease(lease[0], field_selector=f"metadata.name={lease[1]}")
-            except ApiException as exc:
-                if exc.status != 403:
-                    raise
+    The operator's replicas get a TokenRequest token for the chart's ServiceAccount and the
+    rendered Deployment's environment; the thief gets the same token.
+    """
+
+    def __init__(self, scenario: Scenario, cluster: Cluster, tmp_path: Path, namespace: str, **values: Any):
+        self.scenario, self.cluster, self.tmp_path, self.namespace = scenario, cluster, tmp_path, namespace
+        self.name = scenario.prefix
+        self.objects = render(self.name, namespace, **values)
+        self.deployment = of_kind(self.objects, "Deployment")
+        self.account = of_kind(self.objects, "ServiceAccount")["metadata"]["name"]
+        self.user = f"system:serviceaccount:{namespace}:{self.account}"
+        self.lease_name = deployment_env_value(self.deployment, "SECRETS_OPERATOR_LEASE_NAME")
+        self.kubeconfig = tmp_path / "operator.kubeconfig"
+        self.applied: list[dict[str, Any]] = []
+
+    async def apply(self) -> None:
+        self.applied = [obj for obj in self.objects if obj["kind"] in AUTHORITY_KINDS]
+        assert {obj["kind"] for obj in self.applied} == AUTHORITY_KINDS
+        done = kubectl(self.cluster, "apply", "-f", "-", stdin=yaml.safe_dump_all(self.applied))
+        assert done.returncode == 0, done.stderr
+        await service_account_kubeconfig(
+            self.scenario.api, namespace=self.namespace, name=self.account, path=self.kubeconfig
+        )
+        await self._wait_effective()
+
+    def remove(self) -> None:
+        cluster_scoped = [obj for obj in self.applied if "namespace" not in obj["metadata"]]
+        kubectl(self.cluster, "delete", "-f", "-", "--wait=false", stdin=yaml.safe_dump_all(cluster_scoped))
+
+    @contextlib.asynccontextmanager
+    async def thief(self, agent: str = THIEF_AGENT) -> AsyncIterator[ApiClient]:
+        """An API client holding the operator's token, as someone who stole it would."""
+        async with await config.new_client_from_config(config_file=str(self.kubeconfig)) as stolen:
+            stolen.user_agent = agent
+            yield stolen
+
+    async def _wait_effective(self) -> None:
+        """Wait until the API server enforces what was just applied (its caches lag a little),
+        so that a refusal later on is the chart's doing and a permission is really the chart's."""
+        home, name = self.scenario.home, self.scenario.secret_name
+        unmarked = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"probe": "x"})
+        async with self.thief(f"{THIEF_AGENT}/probe") as stolen:
+            core = client.CoreV1Api(stolen)
+            leases = client.CoordinationV1Api(stolen)
+
+            async def enforced() -> bool:
+                try:
+                    await core.list_namespace(limit=1)
+                    await core.list_namespaced_secret(home, field_selector=f"metadata.name={name}")
+                    await leases.list_namespaced_lease(
+                        self.namespace, field_selector=f"metadata.name={self.lease_name}"
+                    )
+                except ApiException as exc:
+                    if exc.status != 403:
+                        raise
+                    return False  # RBAC not effective yet
+                try:  # granted by RBAC, refused by the admission policy once it is in force
+                    await core.create_namespaced_secret(self.namespace, unmarked, dry_run="All")
+                except ApiException as exc:
+                    return exc.status == 403 and POLICY_MESSAGE in str(exc.body)
                 return False
-            return True
 
-        await wait_for(allowed, timeout=20, what="the chart's RBAC to take effect")
+            await wait_for(enforced, timeout=30, what="the chart's RBAC and admission policy in force")
+
+    def replica(self, name: str) -> OperatorProcess:
+        env = _deployment_env(self.deployment, pod_name=f"{self.name}-{name}", pod_namespace=self.namespace)
+        process = OperatorProcess(
+            name=f"{self.name}-{name}", kubeconfig=self.kubeconfig, env=env, log_dir=self.tmp_path
+        )
+        # Two processes on one machine need two ports; everything else is the manifest's.
+        process.env["SECRETS_OPERATOR_HTTP_PORT"] = "0"
+        process.env.pop("SECRETS_OPERATOR_IDENTITY", None)
+        self.scenario.operators.append(process)
+        process.start()
+        return process
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the API server audited for the chart's ServiceAccount, so far."""
+        audit_log = self.cluster.audit_log
+        assert audit_log is not None, (
+            "the RBAC proof reads the API server's audit log: set SECRETS_OPERATOR_TEST_AUDIT_LOG"
+        )
+        events = []
+        for line in audit_log.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("user", {}).get("username") == self.user:
+                events.append(event)
+        return events
 
 
-async def test_operator_works_with_exactly_the_chart_rbac_and_nothing_more(
+def _refused(event: Mapping[str, Any]) -> bool:
+    return int(event.get("responseStatus", {}).get("code", 0)) in (401, 403)
+
+
+def _describe(event: Mapping[str, Any]) -> str:
+    status = event.get("responseStatus", {})
+    return f"{event['verb']} {event['requestURI']} -> {status.get('code')} {status.get('message', '')[:200]}"
+
+
+async def _one_leader(replicas: list[OperatorProcess]) -> OperatorProcess:
+    async def one() -> OperatorProcess | None:
+        leaders = [replica for replica in replicas if await replica.is_leader()]
+        return leaders[0] if len(leaders) == 1 else None
+
+    return await wait_for(one, timeout=4 * LEASE_SECONDS, what="exactly one leader")
+
+
+async def _hold_steadily(
+    release: Release,
+    replicas: list[OperatorProcess],
+    *,
+    lease_durations: float,
+    late_namespace: str,
+) -> str:
+    """Watch the Lease for ``lease_durations`` lease durations and return its holder.
+
+    Throughout: one holder, one of ``replicas``, whose renewTime advances again well within
+    every lease duration (a leader that stops renewing freezes it). After two thirds of the
+    window a namespace is created, and must get its copy within the window.
+    """
+    leases = client.CoordinationV1Api(release.scenario.api)
+    seconds = lease_durations * LEASE_SECONDS
+    holders: set[str] = set()
+    renewals, longest_gap = 0, 0.0
+    copied: list[str] = []
+
+    async def observe() -> None:
+        nonlocal renewals, longest_gap
+        started = time.monotonic()
+        last_renew, last_change = None, started
+        while (now := time.monotonic()) - started < seconds:
+            spec = (await leases.read_namespaced_lease(release.lease_name, release.namespace)).spec
+            holders.add(spec.holder_identity or "")
+            if spec.renew_time != last_renew:
+                renewals += last_renew is not None
+                last_renew, last_change = spec.renew_time, now
+            longest_gap = max(longest_gap, now - last_change)
+            await anyio.sleep(0.1)
+
+    async def late() -> None:
+        await anyio.sleep(seconds * 2 / 3)  # the moment of a namespace's creation, not a wait
+        namespace = await release.scenario.namespace(late_namespace)
+        await release.scenario.wait_copy(namespace, HTPASSWD, timeout=seconds / 3)
+        copied.append(namespace)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(observe)
+        tasks.start_soon(late)
+    names = {replica.name for replica in replicas}
+    assert len(holders) == 1, f"holders over the window: {holders}"
+    assert holders <= names, f"holders over the window: {holders}, replicas {names}"
+    assert longest_gap < LEASE_SECONDS, f"renewTime stood still for {longest_gap:.1f} s"
+    assert renewals >= lease_durations, f"only {renewals} renewals in {seconds:.0f} s"
+    assert copied
+    (holder,) = holders
+    leaders = [replica.name for replica in replicas if await replica.is_leader()]
+    assert leaders == [holder], f"replicas reporting leadership: {leaders}, Lease holder {holder}"
+    return holder
+
+
+async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
     scenario: Scenario, cluster: Cluster, tmp_path: Path
 ) -> None:
+    """Two replicas under exactly the chart's RBAC and admission policy, for minutes of Lease time.
+
+    Replication, repair and Events; the Lease renewed by one holder for five lease durations;
+    a SIGTERM hand-over after which the new holder keeps renewing; an upgrade (a second pair
+    started after the first stopped) over the existing Lease; and, over all of it, no request
+    of the operator's refused by the API server (its audit log).
+    """
     release_namespace = await scenario.namespace("system")
     await scenario.blueprint(HTPASSWD)
     targets = [await scenario.namespace(f"t{i}") for i in range(3)]
@@ -319,43 +496,19 @@ async def test_operator_works_with_exactly_the_chart_rbac_and_nothing_more(
         targets[0],
         client.V1Secret(metadata=client.V1ObjectMeta(name="unrelated"), string_data={"db": "password"}),
     )
-    release = scenario.prefix
-    objects = render(
-        release,
-        release_namespace,
+    release = Release(
+        scenario, cluster, tmp_path, release_namespace,
         blueprints=[f"{scenario.home}/{scenario.secret_name}"],
         includeNamespaces=[f"{scenario.prefix}-*"],
-        leaseDurationSeconds=4,
-        renewDeadlineSeconds=3,
-        retryPeriodSeconds=0.5,
-    )
-    rbac = await _apply_rbac(cluster, objects)
+        **LEASE,
+    )  # fmt: skip
+    await release.apply()
     try:
-        account = of_kind(objects, "ServiceAccount")["metadata"]["name"]
-        kubeconfig = await service_account_kubeconfig(
-            scenario.api, namespace=release_namespace, name=account, path=tmp_path / "operator.kubeconfig"
-        )
-        deployment = of_kind(objects, "Deployment")
-        lease_name = deployment_env_value(deployment, "SECRETS_OPERATOR_LEASE_NAME")
-        await _wait_rbac_effective(
-            kubeconfig, secret=(scenario.home, scenario.secret_name), lease=(release_namespace, lease_name)
-        )
-        replicas = []
-        for name in ("pod-a", "pod-b"):
-            env = _deployment_env(deployment, pod_name=f"{release}-{name}", pod_namespace=release_namespace)
-            process = OperatorProcess(
-                name=f"{release}-{name}", kubeconfig=kubeconfig, env=env, log_dir=tmp_path
-            )
-            # Two processes on one machine need two ports; everything else is the manifest's.
-            process.env["SECRETS_OPERATOR_HTTP_PORT"] = "0"
-            process.env.pop("SECRETS_OPERATOR_IDENTITY", None)
-            scenario.operators.append(process)
-            process.start()
-            replicas.append(process)
-        for replica in replicas:
+        first = [release.replica("pod-a"), release.replica("pod-b")]
+        for replica in first:
             await replica.wait_ready()
 
-        # Replication and drift repair.
+        # Replication, drift repair, and Events on the blueprint (events.k8s.io create).
         for namespace in targets:
             await scenario.wait_copy(namespace, HTPASSWD)
         await scenario.core.delete_namespaced_secret(scenario.secret_name, targets[1])
@@ -365,71 +518,232 @@ async def test_operator_works_with_exactly_the_chart_rbac_and_nothing_more(
         )
         await scenario.wait_copy(targets[2], HTPASSWD)
 
-        # Events on the blueprint (events.k8s.io create).
         async def conflict_event() -> bool:
             return any(e.reason == "Conflict" for e in await scenario.events())
 
         await wait_for(conflict_event, timeout=20, what="a Conflict event recorded with the chart's RBAC")
 
-        # Leader election: exactly one leader, named in the Lease in the release namespace.
-        async def one_leader() -> OperatorProcess | None:
-            leaders = [replica for replica in replicas if await replica.is_leader()]
-            return leaders[0] if len(leaders) == 1 else None
+        # The steady state: five lease durations of renewals by one holder.
+        await _one_leader(first)
+        holder = await _hold_steadily(release, first, lease_durations=5, late_namespace="late")
 
-        leader = await wait_for(one_leader, timeout=20, what="one leader")
-        lease = await client.CoordinationV1Api(scenario.api).read_namespaced_lease(
-            lease_name, release_namespace
-        )
-        assert lease.spec.holder_identity == leader.name
-        for replica in replicas:  # the chart's RBAC never refused the operator anything
+        # SIGTERM of the holder: the other takes over and keeps renewing.
+        leader = next(replica for replica in first if replica.name == holder)
+        standby = next(replica for replica in first if replica is not leader)
+        leader.send(signal.SIGTERM)
+        assert await leader.wait_exit() == 0
+        leases = client.CoordinationV1Api(scenario.api)
+
+        async def taken_over() -> bool:
+            lease = await leases.read_namespaced_lease(release.lease_name, release_namespace)
+            return lease.spec.holder_identity == standby.name
+
+        await wait_for(taken_over, timeout=LEASE_SECONDS, what="the standby to take the released Lease")
+        await _hold_steadily(release, [standby], lease_durations=2, late_namespace="after-handover")
+
+        # An upgrade: the old pair gone, a new pair over the Lease they leave behind.
+        standby.send(signal.SIGTERM)
+        assert await standby.wait_exit() == 0
+        second = [release.replica("pod-c"), release.replica("pod-d")]
+        for replica in second:
+            await replica.wait_ready()
+        await _one_leader(second)
+        await _hold_steadily(release, second, lease_durations=2, late_namespace="after-upgrade")
+        for replica in second:
             refused = (await replica.metrics()).value("secrets_operator_api_errors_total", code="403")
             assert refused == 0, replica.log[-3000:]
 
-        # ...and nothing more: the same identity is refused what it does not need.
-        async with await config.new_client_from_config(config_file=str(kubeconfig)) as as_operator:
-            core = client.CoreV1Api(as_operator)
-            with pytest.raises(ApiException) as read_other:
-                await core.read_namespaced_secret(unrelated.metadata.name, targets[0])
-            assert read_other.value.status == 403
-            with pytest.raises(ApiException) as list_all:
-                await core.list_secret_for_all_namespaces()
-            assert list_all.value.status == 403
-            with pytest.raises(ApiException) as delete_other:
-                await core.delete_namespaced_secret(unrelated.metadata.name, targets[0])
-            assert delete_other.value.status == 403
-            leases = client.CoordinationV1Api(as_operator)
+        # ...and nothing more: the same token is refused what the operator does not need.
+        async with release.thief(f"{THIEF_AGENT}/final") as stolen:
+            core = client.CoreV1Api(stolen)
+            leases_as_thief = client.CoordinationV1Api(stolen)
             elsewhere = client.V1Lease(
-                metadata=client.V1ObjectMeta(name=lease_name), spec=client.V1LeaseSpec()
+                metadata=client.V1ObjectMeta(name=release.lease_name), spec=client.V1LeaseSpec()
             )
-            with pytest.raises(ApiException) as foreign_lease:
-                await leases.create_namespaced_lease("default", elsewhere)
-            assert foreign_lease.value.status == 403
-            with pytest.raises(ApiException) as other_lease:
-                await leases.read_namespaced_lease("kube-controller-manager", "kube-system")
-            assert other_lease.value.status == 403
+            for attempt in (
+                core.read_namespaced_secret(unrelated.metadata.name, targets[0]),
+                core.list_secret_for_all_namespaces(),
+                core.delete_namespaced_secret(unrelated.metadata.name, targets[0]),
+                leases_as_thief.create_namespaced_lease("default", elsewhere),
+                leases_as_thief.read_namespaced_lease("kube-controller-manager", "kube-system"),
+            ):
+                with pytest.raises(ApiException) as refused_request:
+                    await attempt
+                assert refused_request.value.status == 403
+
+        # Over the whole scenario, the API server refused the operator nothing. The thief's
+        # refusals just above must be in the same log: proof that the check can see one.
+        async def audited() -> list[dict[str, Any]] | None:
+            events = release.requests()
+            thief = [e for e in events if e.get("userAgent") == f"{THIEF_AGENT}/final" and _refused(e)]
+            return events if len(thief) >= 5 else None
+
+        events = await wait_for(audited, timeout=10, what="the thief's refusals in the audit log")
+        operator = [e for e in events if e.get("userAgent", "").startswith(OPERATOR_AGENT)]
+        lease_writes = [e for e in operator if "/leases" in e["requestURI"] and e["verb"] == "patch"]
+        assert len(lease_writes) >= 40, f"only {len(lease_writes)} Lease renewals audited"
+        refusals = [_describe(e) for e in operator if _refused(e)]
+        assert not refusals, "the API server refused the operator:\n" + "\n".join(refusals[:20])
     finally:
-        cluster_scoped = [obj for obj in rbac if obj["kind"].startswith("Cluster")]
-        kubectl(cluster, "delete", "-f", "-", "--wait=false", stdin=yaml.safe_dump_all(cluster_scoped))
+        release.remove()
 
 
-def deployment_env_value(deployment: Mapping[str, Any], name: str) -> str:
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    (value,) = [item["value"] for item in container["env"] if item["name"] == name]
-    return str(value)
+def _secret(name: str, *, marked_for: str = "", **fields: Any) -> client.V1Secret:
+    labels, annotations = dict(fields.pop("labels", {})), dict(fields.pop("annotations", {}))
+    if marked_for:
+        labels["app.kubernetes.io/managed-by"] = "secrets-operator"
+        annotations["secrets-operator.io/source"] = marked_for
+    return client.V1Secret(
+        metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=annotations), **fields
+    )
+
+
+@pytest.mark.parametrize("conflict_policy", ["skip", "adopt"])
+async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanaged_secrets(
+    conflict_policy: str, scenario: Scenario, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Act with the chart's ServiceAccount token as a thief would, under the chart's objects.
+
+    RBAC alone grants Secret `create` everywhere and `get`/`patch`/`delete` on the blueprints'
+    names everywhere; the chart's admission policy must refuse everything the operator never
+    does, and allow what it does (shown with dry runs, so the fixtures stay intact).
+    """
+    release_namespace = await scenario.namespace("system")
+    await scenario.blueprint(HTPASSWD)
+    source, name = f"{scenario.home}/{scenario.secret_name}", scenario.secret_name
+    victim = await scenario.namespace("victim")
+    twin = await scenario.namespace("twin")
+    managed = await scenario.namespace("managed")
+    admin = scenario.core
+    await admin.create_namespaced_secret(twin, _secret(name, string_data={"x": "theirs"}))
+    await admin.create_namespaced_secret(managed, _secret(name, marked_for=source, data={"auth": b64("a")}))
+    release = Release(
+        scenario, cluster, tmp_path, release_namespace,
+        blueprints=[source], includeNamespaces=[f"{scenario.prefix}-*"], conflictPolicy=conflict_policy,
+    )  # fmt: skip
+    await release.apply()
+    try:
+        async with release.thief() as stolen:
+            core = client.CoreV1Api(stolen)
+
+            async def refused(attempt: Any, because: str) -> None:
+                with pytest.raises(ApiException) as caught:
+                    await attempt
+                assert caught.value.status == 403, caught.value.body
+                assert because in str(caught.value.body), caught.value.body
+
+            # Minting another account's token: a service-account-token Secret with a blueprint's
+            # name, for the namespace's `default` account (marks or not).
+            token_annotations = {"kubernetes.io/service-account.name": "default"}
+            for marks in ("", source):
+                await refused(
+                    core.create_namespaced_secret(
+                        victim,
+                        _secret(
+                            name,
+                            marked_for=marks,
+                            type="kubernetes.io/service-account-token",
+                            annotations=token_annotations,
+                        ),
+                    ),
+                    "service-account",
+                )
+            assert await scenario.copy(victim) is None
+            # Creating anything but a marked copy named after a blueprint.
+            await refused(core.create_namespaced_secret(victim, _secret(name, data={})), "ownership marks")
+            await refused(
+                core.create_namespaced_secret(victim, _secret("other", marked_for=source)), "named after"
+            )
+            await refused(
+                core.create_namespaced_secret(victim, _secret(name, marked_for=f"{victim}/{name}")),
+                "ownership marks",
+            )
+            # A managed copy may not gain service-account annotations nor lose its marks.
+            await refused(
+                core.patch_namespaced_secret(name, managed, {"metadata": {"annotations": token_annotations}}),
+                "service-account",
+            )
+            unmark = {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}}
+            await refused(core.patch_namespaced_secret(name, managed, unmark), "ownership marks")
+            # The blueprint itself is never written.
+            await refused(core.delete_namespaced_secret(name, scenario.home), "blueprint")
+            await refused(
+                core.patch_namespaced_secret(name, scenario.home, {"data": {"auth": b64("y")}}), "blueprint"
+            )
+            # The unmanaged twin: left as it is with skip; with adopt, only made into a marked copy.
+            theirs = {"data": {"x": b64("mine")}}
+            adopted = {
+                "metadata": {
+                    "labels": {"app.kubernetes.io/managed-by": "secrets-operator"},
+                    "annotations": {"secrets-operator.io/source": source},
+                }
+            }
+            await refused(core.patch_namespaced_secret(name, twin, theirs), "ownership marks")
+            if conflict_policy == "skip":
+                await refused(core.patch_namespaced_secret(name, twin, adopted), "only change or delete")
+                await refused(core.delete_namespaced_secret(name, twin), "only change or delete")
+            else:
+                await core.patch_namespaced_secret(name, twin, adopted, dry_run="All")
+                await core.delete_namespaced_secret(name, twin, dry_run="All")
+            # What the operator does is allowed: create, change and delete its own copies.
+            await core.create_namespaced_secret(
+                victim, _secret(name, marked_for=source, data={"auth": b64("a")}), dry_run="All"
+            )
+            await core.patch_namespaced_secret(name, managed, {"data": {"auth": b64("b")}}, dry_run="All")
+            await core.delete_namespaced_secret(name, managed, dry_run="All")
+
+        # The twin and the managed copy are exactly as the admin left them.
+        assert (await scenario.copy(twin)).data == {"x": b64("theirs")}  # type: ignore[union-attr]
+        assert (await scenario.copy(managed)).data == {"auth": b64("a")}  # type: ignore[union-attr]
+
+        # The operator itself works under the policy, adopting the twin when told to.
+        replica = release.replica("pod-a")
+        await replica.wait_ready()
+        await scenario.wait_copy(managed, HTPASSWD)
+        await scenario.wait_copy(victim, HTPASSWD)
+        if conflict_policy == "adopt":
+            await scenario.wait_copy(twin, HTPASSWD)
+        else:
+            assert (await scenario.copy(twin)).data == {"x": b64("theirs")}  # type: ignore[union-attr]
+        assert (await replica.metrics()).value("secrets_operator_api_errors_total", code="403") == 0
+    finally:
+        release.remove()
 
 
 def test_every_setting_is_a_chart_value_passed_to_the_operator() -> None:
+    """Each setting's variable carries the value given to its chart value (every one non-default)."""
     from secrets_operator.settings import Settings
     from tests.reference import HELM_FROM_POD, helm_value
 
-    values = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]
-    deployment = of_kind(render("t", "ops", values_file="default-values.yaml"), "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"] for item in container["env"]}
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]
+    given = yaml.safe_load((CHART / "ci" / "all-values.yaml").read_text())["operator"]
+    deployment = of_kind(render("t", "ops", values_file="all-values.yaml"), "Deployment")
+    env = _deployment_env(deployment, pod_name="the-pod", pod_namespace="the-namespace")
+    assert env["POD_NAME"] == "the-pod"  # the operator takes its identity from the Pod's name
+    assert env["SECRETS_OPERATOR_LEASE_NAMESPACE"] == "ops"  # the release namespace
+
+    def as_variable(value: Any) -> str:
+        if isinstance(value, list):
+            return ",".join(value)
+        if isinstance(value, bool):
+            return str(value).lower()
+        return str(value)
+
+    # Values whose non-default the every-option file cannot hold (it runs three replicas).
+    alone = {"leaderElection": ["--set", "operator.leaderElection=false", "--set", "replicaCount=1"]}
     for name in Settings.model_fields:
-        if name == "identity":
-            assert "POD_NAME" in env  # the operator takes its identity from the Pod's name
+        if name in HELM_FROM_POD:
             continue
-        assert f"SECRETS_OPERATOR_{name.upper()}" in env, name
-        if name not in HELM_FROM_POD:
-            assert helm_value(name).removeprefix("operator.") in values, name
+        key = helm_value(name).removeprefix("operator.")
+        assert key in defaults, name
+        variable = f"SECRETS_OPERATOR_{name.upper()}"
+        if key in alone:
+            args = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION, "-f"]
+            done = helm(*args, str(CHART / "ci" / "all-values.yaml"), *alone[key])
+            assert done.returncode == 0, done.stderr
+            other = of_kind([d for d in yaml.safe_load_all(done.stdout) if d], "Deployment")
+            value = _deployment_env(other, pod_name="p", pod_namespace="n")[variable]
+            assert value == as_variable(not defaults[key]), name
+            continue
+        assert given[key] != defaults[key], f"ci/all-values.yaml must set {key} to a non-default value"
+        assert env[variable] == as_variable(given[key]), name
