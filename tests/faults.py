@@ -13,10 +13,15 @@ failures the operator must survive:
 - ``fail_ratio`` / ``throttle_ratio``: answer that share of non-watch requests with 500/503, or
   429 with ``Retry-After``;
 - ``latency``: delay every request;
-- ``blackhole``: accept requests and never answer (a network partition of this replica).
+- ``blackhole``: accept requests and never answer (a network partition of this replica); with
+  ``blackhole_path`` set, only requests whose path contains it (``/leases``: the replica loses
+  the Lease but keeps reaching its Secrets);
+- ``hold_writes``: keep writes (POST/PUT/PATCH/DELETE, whose path contains ``hold_writes_path``)
+  waiting until ``release_writes()``; ``held_writes`` counts those that were held.
 
 Every write that reaches the API server is logged with its time and outcome, so tests can
-check who wrote when.
+check who wrote when. Every fault served is counted in ``injected`` (and cut watch streams in
+``watches_cut``), so a test can assert that a fault actually hit what it meant to hit.
 """
 
 from __future__ import annotations
@@ -45,6 +50,22 @@ _HOP_BY_HOP = {
     "content-encoding",
     "host",
 }
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Injected:
+    """One request the proxy answered with a fault (or delayed) instead of passing it on as is."""
+
+    fault: str  # "410", "429", "5xx" or "latency"
+    method: str
+    path: str
+
+    @property
+    def is_write(self) -> bool:
+        return self.method in WRITE_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,13 +106,20 @@ class FaultProxy:
         self.throttle_ratio = 0.0
         self.latency = 0.0
         self.blackhole = False
+        self.blackhole_path = ""
         self.hold_watches = False
         self.hold_path = ""
+        self.hold_writes = False
+        self.hold_writes_path = ""
+        self.held_writes = 0
         self.writes: list[Write] = []
+        self.injected: list[Injected] = []
         self.requests = 0
         self.watches_served = 0
+        self.watches_cut = 0
         self._watch_responses: dict[web.StreamResponse, str] = {}  # open stream -> request path
         self._released = anyio.Event()
+        self._writes_released = anyio.Event()
         self._healed = anyio.Event()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -116,14 +144,28 @@ class FaultProxy:
         self.gone_next_watches = 0
         self.fail_ratio = self.throttle_ratio = self.latency = 0.0
         self.blackhole = False
+        self.blackhole_path = ""
         self._healed.set()
         self._healed = anyio.Event()
         self.release_watches()
+        self.release_writes()
+
+    def injected_count(self, fault: str, *, writes_only: bool = False, path: str = "") -> int:
+        """How many requests (writes only, if asked; whose path contains ``path``) got ``fault``."""
+        return sum(
+            hit.fault == fault and (hit.is_write or not writes_only) and path in hit.path
+            for hit in self.injected
+        )
 
     def release_watches(self) -> None:
         self.hold_watches = False
         self._released.set()
         self._released = anyio.Event()
+
+    def release_writes(self) -> None:
+        self.hold_writes = False
+        self._writes_released.set()
+        self._writes_released = anyio.Event()
 
     def open_watches(self, path: str = "") -> int:
         """How many watch streams whose path contains ``path`` are open now."""
@@ -141,6 +183,7 @@ class FaultProxy:
             if transport is not None:
                 transport.close()
                 cut += 1
+        self.watches_cut += cut
         return cut
 
     async def __aenter__(self) -> FaultProxy:
@@ -168,7 +211,7 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         is_watch = request.query.get("watch") in ("true", "1")
-        if self.blackhole:
+        if self.blackhole and self.blackhole_path in request.path:
             # Never answer; once healed, drop the connection the way a partition's connections
             # eventually die, so the client has to reconnect.
             await self._healed.wait()
@@ -176,16 +219,26 @@ class FaultProxy:
                 request.transport.close()
             raise ConnectionResetError("partition healed")
         if self.latency:
+            self.injected.append(Injected("latency", request.method, request.path))
             await anyio.sleep(self.latency)
         if is_watch:
             return await self._watch(request)
+        if request.method in WRITE_METHODS:
+            held = False
+            while self.hold_writes and self.hold_writes_path in request.path:
+                if not held:
+                    held = True
+                    self.held_writes += 1
+                await self._writes_released.wait()
         roll = random.random()
         if roll < self.throttle_ratio:
+            self.injected.append(Injected("429", request.method, request.path))
             return web.json_response(
                 _status(429, "TooManyRequests", "injected throttle"), status=429, headers={"Retry-After": "1"}
             )
         if roll < self.throttle_ratio + self.fail_ratio:
             code = random.choice((500, 503))
+            self.injected.append(Injected("5xx", request.method, request.path))
             return web.json_response(_status(code, "InternalError", "injected failure"), status=code)
         started = time.monotonic()
         body = await request.read()
@@ -197,7 +250,7 @@ class FaultProxy:
             data=body or None,
         ) as upstream:
             payload = await upstream.read()
-            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            if request.method in WRITE_METHODS:
                 self.writes.append(
                     Write(started, time.monotonic(), request.method, request.path, upstream.status)
                 )
@@ -209,6 +262,7 @@ class FaultProxy:
         if self.gone_next_watches > 0 and self.gone_path in request.path:
             self.gone_next_watches -= 1
             self.gone_served += 1
+            self.injected.append(Injected("410", request.method, request.path))
             event = {
                 "type": "ERROR",
                 "object": _status(410, "Expired", "too old resource version (injected)"),
