@@ -8,6 +8,7 @@ could have expired, a killed leader's Lease only once it has.
 from __future__ import annotations
 
 import datetime
+import json
 import signal
 import time
 
@@ -108,6 +109,26 @@ async def test_sigkill_hands_leadership_over_after_the_lease_expires(scenario: S
     await scenario.wait_copy(namespace, HTPASSWD)
 
 
+def _logged_at(
+    process: OperatorProcess, message: str, *, after: datetime.datetime
+) -> datetime.datetime | None:
+    """When ``process`` first logged a line starting with ``message`` at or after ``after``."""
+    for line in process.log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("message", "")).startswith(message):
+            at = datetime.datetime.fromisoformat(entry["time"])
+            if at >= after:
+                return at
+    return None
+
+
+#: How much of the designed gap timing noise may eat: log lines of two processes on a busy machine.
+GAP_TOLERANCE = 0.4
+
+
 async def test_leader_that_cannot_renew_stops_writing_before_another_takes_over(
     scenario: Scenario, proxies: StartProxy
 ) -> None:
@@ -119,6 +140,8 @@ async def test_leader_that_cannot_renew_stops_writing_before_another_takes_over(
     other = scenario.operator("b", **SHORT_LEASE)
     await other.wait_ready()
 
+    # Whole milliseconds, as the log's timestamps are.
+    cut_wall = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     proxy_a.blackhole = True
     cut_at = time.monotonic()
     proxy_a.cut_watches()
@@ -137,10 +160,30 @@ async def test_leader_that_cannot_renew_stops_writing_before_another_takes_over(
     stepped_down = time.monotonic() - cut_at
     await wait_for(other.is_leader, timeout=15, what="b to take over", interval=0.02)
     took_over = time.monotonic() - cut_at
-    print(f"partition: leader stepped down after {stepped_down:.2f} s, other led after {took_over:.2f} s")
     namespace = await scenario.namespace("after")
     await scenario.wait_copy(namespace, HTPASSWD)
     proxy_a.heal()
+
+    # The designed gap: a stops writing at RenewDeadline after its last renewal started, b may
+    # only take the Lease LeaseDuration after it saw that renewal. Timed by the replicas' own logs.
+    designed = float(SHORT_LEASE["lease_duration_seconds"]) - float(SHORT_LEASE["renew_deadline_seconds"])
+    a_stopped = _logged_at(partitioned, "stopped leading", after=cut_wall)
+    b_started = _logged_at(other, "started leading", after=cut_wall)
+    assert a_stopped is not None, "a never logged that it stopped leading"
+    assert b_started is not None, "b never logged that it started leading"
+    gap = (b_started - a_stopped).total_seconds()
+    print(
+        f"partition: leader stepped down after {stepped_down:.2f} s, other led after {took_over:.2f} s;"
+        f" logged gap {gap:.3f} s (designed {designed:g} s)"
+    )
+    assert gap >= designed - GAP_TOLERANCE, (
+        f"a stopped leading only {gap:.3f} s before b started (designed: {designed:g} s = LeaseDuration"
+        f" - RenewDeadline)"
+    )
+    renew_deadline = float(SHORT_LEASE["renew_deadline_seconds"])
+    assert stepped_down < renew_deadline + 1.0, (
+        f"a stepped down {stepped_down:.2f} s after the cut; its RenewDeadline is {renew_deadline:g} s"
+    )
 
 
 async def test_a_leader_whose_last_renewal_went_unanswered_still_releases_the_lease(
