@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 
 from secrets_operator.kube.client import Kube
 from secrets_operator.kube.leases import LeaderElector
+from tests.faults import FaultProxy
 from tests.integration.conftest import Scenario, StartProxy
 from tests.operator import OperatorProcess
 from tests.support import wait_for
@@ -33,28 +34,60 @@ async def _leader_of(replicas: list[OperatorProcess]) -> OperatorProcess:
     return await wait_for(one_leader, timeout=20, what="exactly one leader")
 
 
-async def test_only_the_leader_writes(scenario: Scenario) -> None:
+def _lease_renewals(proxy: FaultProxy) -> list[float]:
+    """When the replica behind ``proxy`` wrote the Lease (monotonic start times)."""
+    return [write.started for write in proxy.writes if "/leases" in write.path]
+
+
+async def test_only_the_leader_writes(scenario: Scenario, proxies: StartProxy) -> None:
+    """Over more than two lease durations of changing work, the standby sends no write at all:
+    no POST, PATCH or DELETE of a copy, an Event or the Lease (it watches the Lease instead)."""
     await scenario.blueprint(HTPASSWD)
     targets = [await scenario.namespace(f"t{i}") for i in range(4)]
-    replicas = [scenario.operator("a"), scenario.operator("b")]
-    for replica in replicas:
-        await replica.wait_ready()
-    leader = await _leader_of(replicas)
-    standby = next(replica for replica in replicas if replica is not leader)
+    leader_proxy, standby_proxy = await proxies("a"), await proxies("b")
+    leader = scenario.operator_via(leader_proxy, "a", **SHORT_LEASE)
+    await leader.wait_ready()
+    await wait_for(leader.is_leader, timeout=20, what="replica a to lead")
+    standby = scenario.operator_via(standby_proxy, "b", **SHORT_LEASE)
+    await standby.wait_ready()
+    since = time.monotonic()
     for namespace in targets:
         await scenario.wait_copy(namespace, HTPASSWD)
-    more = await scenario.namespace("later")
-    await scenario.wait_copy(more, HTPASSWD)
 
-    # The copy can be visible before the leader has read the answer to its write and counted it.
-    async def counted() -> bool:
-        return await leader.writes() >= len(targets) + 1
+    # Work keeps arriving until the leader has renewed the Lease through more than two lease
+    # durations since the standby started: the standby saw all of it, and never its expiry.
+    window = 2 * float(SHORT_LEASE["lease_duration_seconds"]) + 1
 
-    await wait_for(counted, timeout=10, what="the leader to count its writes")
+    def renewed_through_window() -> bool:
+        renewals = [at for at in _lease_renewals(leader_proxy) if at > since]
+        return bool(renewals) and renewals[-1] - since > window
+
+    data = dict(HTPASSWD)
+    for step in range(100):
+        if renewed_through_window():
+            break
+        if step % 3 == 0:
+            targets.append(await scenario.namespace(f"n{step}"))
+        elif step % 3 == 1:
+            data = {"auth": f"bob:$apr1$x${step}"}
+            await scenario.update_blueprint(data)
+        else:
+            await scenario.core.delete_namespaced_secret(scenario.secret_name, targets[step % len(targets)])
+        for namespace in targets:
+            await scenario.wait_copy(namespace, data)
+    assert renewed_through_window(), f"the leader's Lease renewals did not span {window:g} s"
+
+    assert standby_proxy.requests > 0, "the standby did not talk through its proxy"
+    sent = [(write.method, write.path, write.status) for write in standby_proxy.writes]
+    assert not sent, f"the standby sent {len(sent)} writes, the first: {sent[:3]}"
+    copies = [write for write in leader_proxy.writes if "/secrets" in write.path]
+    assert len(copies) >= len(targets), f"the leader wrote only {len(copies)} copies"
     assert await standby.writes() == 0
     assert not await standby.is_leader()
+    assert await leader.is_leader()
     lease = await client.CoordinationV1Api(scenario.api).read_namespaced_lease(scenario.prefix, "default")
     assert lease.spec.holder_identity == leader.name
+    assert (lease.spec.lease_transitions or 0) == 0, "the Lease changed hands during the window"
 
 
 async def test_sigterm_hands_leadership_over_at_once(scenario: Scenario) -> None:
