@@ -10,7 +10,7 @@ import time
 
 from kubernetes_asyncio import client
 
-from tests.integration.conftest import HASH, MANAGED_BY, SOURCE, Scenario, b64
+from tests.integration.conftest import HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
 from tests.support import wait_for
 
 HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
@@ -179,19 +179,32 @@ async def test_relabelled_namespace_gains_and_with_prune_loses_its_copy(scenario
     await scenario.wait_no_copy(namespace)
 
 
-async def test_copies_stay_when_the_namespace_leaves_the_selector_without_prune(scenario: Scenario) -> None:
+async def test_copies_stay_when_the_namespace_leaves_the_selector_without_prune(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
     await scenario.blueprint(HTPASSWD)
     namespace = await scenario.namespace("t", labels={"tier": "web"})
-    operator = scenario.operator(namespace_selector="tier=web")
+    proxy = await proxies("p")  # its log shows every write the operator sends
+    resync = 1.0
+    operator = scenario.operator_via(proxy, namespace_selector="tier=web", resync_seconds=str(resync))
     await operator.wait_ready()
     await scenario.wait_copy(namespace, HTPASSWD)
     await scenario.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "db"}}})
+    relabelled = operator.log.count('"periodic resync"')
 
     async def excluded() -> bool:
         # Its only target has left the selector: nothing is in sync any more, nothing to write.
         return (await operator.metrics()).value("secrets_operator_copies", state="in_sync") == 0
 
     await wait_for(excluded, timeout=20, what="the namespace to be seen as excluded")
+
+    # A wrongful DELETE could come with any later pass over the namespace: watch three resyncs.
+    async def resynced() -> bool:
+        return operator.log.count('"periodic resync"') >= relabelled + 3
+
+    await wait_for(resynced, timeout=20 * resync, what="three periodic resyncs after the relabelling")
+    deletes = [(write.path, write.status) for write in proxy.writes if write.method == "DELETE"]
+    assert not deletes, f"the operator sent DELETEs without PRUNE: {deletes}"
     assert await scenario.copy(namespace) is not None
 
 
