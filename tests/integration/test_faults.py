@@ -31,11 +31,15 @@ from tests.support import wait_for
 pytestmark = pytest.mark.faults
 
 SHORT_LEASE = {"lease_duration_seconds": "4", "renew_deadline_seconds": "3", "retry_period_seconds": "0.5"}
+#: The least a fault lasts; it lasts longer (up to FAULT_HIT_TIMEOUT) until it has hit what it must.
 FAULT_SECONDS = 6.0
+FAULT_HIT_TIMEOUT = 45.0
+#: Between two changes of the world while a fault is on.
+CHANGE_INTERVAL = 0.7
 
 
-async def _cut_at_random(proxy: FaultProxy, until: float) -> None:
-    while time.monotonic() < until:
+async def _cut_at_random(proxy: FaultProxy) -> None:
+    while True:
         await anyio.sleep(random.uniform(0.2, 1.0))
         proxy.cut_watches()
 
@@ -52,11 +56,47 @@ def _apply_fault(proxy: FaultProxy, fault: str) -> None:
         proxy.latency = 0.15
 
 
+def _missing_hits(proxy: FaultProxy, fault: str) -> list[str]:
+    """What the fault has not hit yet; empty once it has demonstrably taken effect.
+
+    A fault that hit nothing proves nothing: with 10 % errors, a short window often fails no
+    write at all. Every fault must have reached the requests it is about (a copy write, a watch).
+    """
+    missing = []
+    if fault in ("cut-watches", "all") and proxy.watches_cut < 3:
+        missing.append(f"3 watch streams cut (cut {proxy.watches_cut})")
+    if fault in ("gone", "all") and proxy.injected_count("410", path="/api/v1/secrets") < 1:
+        missing.append(f"a 410 to the copies' watch ({proxy.gone_served} 410s served in all)")
+    for name, code in (("throttle", "429"), ("errors", "5xx"), ("latency", "latency")):
+        if fault in (name, "all") and proxy.injected_count(code, writes_only=True, path="/secrets") < 1:
+            missing.append(f"a {code} on a write to a copy ({proxy.injected_count(code)} on any request)")
+    return missing
+
+
 async def _exact_everywhere(
     scenario: Scenario, namespaces: list[str], data: dict[str, str], timeout: float
 ) -> None:
     for namespace in namespaces:
         await scenario.wait_copy(namespace, data, timeout=timeout)
+
+
+async def _change_the_world(scenario: Scenario, targets: list[str], step: int, data: dict[str, str]) -> None:
+    """One change that needs a write: a new namespace, a blueprint update, a deleted or drifted copy."""
+    kind = step % 4
+    if kind == 0:
+        targets.append(await scenario.namespace(f"n{step}"))
+    elif kind == 1:
+        await scenario.update_blueprint(data)
+    elif kind == 2:
+        victim = targets[step % len(targets)]
+        if await scenario.copy(victim) is not None:
+            await scenario.core.delete_namespaced_secret(scenario.secret_name, victim)
+    else:
+        victim = targets[step % len(targets)]
+        if await scenario.copy(victim) is not None:
+            await scenario.core.patch_namespaced_secret(
+                scenario.secret_name, victim, {"data": {"auth": b64("bad")}}
+            )
 
 
 @pytest.mark.parametrize("fault", ["cut-watches", "gone", "throttle", "errors", "latency", "all"])
@@ -75,29 +115,48 @@ async def test_converges_after_each_fault_and_touches_nothing_else(
     await operator.wait_ready()
     await _exact_everywhere(scenario, targets, {"auth": "v1"}, timeout=20)
 
-    until = time.monotonic() + FAULT_SECONDS
+    # The world keeps changing all through the fault, which lasts until it has hit what it is about.
+    started = time.monotonic()
     _apply_fault(proxy, fault)
+    missing: list[str] = []
     async with anyio.create_task_group() as chaos:
         if fault in ("cut-watches", "gone", "all"):
-            chaos.start_soon(_cut_at_random, proxy, until)
-        # Meanwhile, the world keeps changing.
-        targets.append(await scenario.namespace("during1"))
-        await scenario.update_blueprint({"auth": "v2", "new": "key"})
-        await scenario.core.delete_namespaced_secret(scenario.secret_name, targets[0])
-        await scenario.core.patch_namespaced_secret(
-            scenario.secret_name, targets[1], {"data": {"auth": b64("bad")}}
-        )
-        targets.append(await scenario.namespace("during2"))
-        await anyio.sleep(max(0.0, until - time.monotonic()))
+            chaos.start_soon(_cut_at_random, proxy)
+        for step in itertools.count():
+            elapsed = time.monotonic() - started
+            missing = _missing_hits(proxy, fault)
+            if (elapsed >= FAULT_SECONDS and not missing) or elapsed >= FAULT_HIT_TIMEOUT:
+                break
+            await _change_the_world(scenario, targets, step, {"auth": f"v2-{step}", "new": "key"})
+            await anyio.sleep(CHANGE_INTERVAL)
+        chaos.cancel_scope.cancel()
+    assert not missing, f"{fault}: after {FAULT_HIT_TIMEOUT:.0f} s the fault still had not hit {missing}"
+    data = {"auth": "v2-last", "new": "key"}
+    await scenario.update_blueprint(data)
     proxy.heal()
+    await _exact_everywhere(scenario, targets, data, timeout=60)
 
-    await _exact_everywhere(scenario, targets, {"auth": "v2", "new": "key"}, timeout=60)
+    # Healed: every informer must have resumed. Change the world again, through every watch.
+    healed_writes = len(proxy.writes)
+    data = {"auth": "v3", "after": "heal"}
+    await scenario.update_blueprint(data)  # the blueprint's watch
+    targets.append(await scenario.namespace("after"))  # the namespaces' watch
+    await _exact_everywhere(scenario, targets, data, timeout=30)
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, targets[0])  # the copies' watch
+    await scenario.core.patch_namespaced_secret(
+        scenario.secret_name, targets[1], {"data": {"auth": b64("x")}}
+    )
+    await _exact_everywhere(scenario, targets, data, timeout=30)
+    assert len(proxy.writes) > healed_writes, "the changes after healing were not written through the proxy"
+
     assert operator.popen is not None
     assert operator.popen.poll() is None, "the operator crashed"
     untouched = await scenario.core.read_namespaced_secret(scenario.secret_name, twin_ns)
     assert untouched.metadata.resource_version == twin.metadata.resource_version
+    hits = {code: proxy.injected_count(code) for code in ("410", "429", "5xx", "latency")}
     print(
-        f"{fault}: proxy saw {proxy.requests} requests, {len(proxy.writes)} writes, {proxy.gone_served} 410s"
+        f"{fault}: {time.monotonic() - started:.1f} s, {proxy.requests} requests, {len(proxy.writes)} writes,"
+        f" {proxy.watches_cut} watches cut, faults served {hits}"
     )
 
 
