@@ -105,6 +105,16 @@ HELM = Component(
     module_dir=None,
 )
 COMPONENTS = (ETCD, KUBERNETES, HELM)
+#: controller-gen and prometheus-operator's API types (both pinned in the wrapper's go.mod), from
+#: which the chart tests generate the real ServiceMonitor CRD to validate the chart's object.
+CRDS = Component(
+    name="controller-gen",
+    version="v0.23.0",
+    commands={"controller-gen": "sigs.k8s.io/controller-tools/cmd/controller-gen"},
+    ldflags=(),
+    module_dir=WRAPPERS / "crds",
+)
+MONITORING_TYPES = "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,14 +293,44 @@ def binaries() -> Binaries:
     )
 
 
+def service_monitor_crd() -> Path:
+    """prometheus-operator's ServiceMonitor CRD, generated as upstream does from its Go types.
+
+    The version is the one ``tests/controlplane/crds/go.mod`` pins; the result is cached.
+    """
+    ensure_built([CRDS])
+    out = CACHE / "crds" / CRDS.stamp()[:16]
+    crd = out / "monitoring.coreos.com_servicemonitors.yaml"
+    with _locked(CACHE / ".crds.lock"):
+        if not crd.is_file():
+            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+                command = [
+                    str(CRDS.cache_dir / "controller-gen"),
+                    "crd:crdVersions=v1,maxDescLen=0",
+                    f"paths={MONITORING_TYPES}",
+                    f"output:crd:dir={tmp}",
+                ]
+                _run(command, cwd=CRDS.module_dir, what="generating prometheus-operator's CRDs")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if out.exists():
+                    shutil.rmtree(out)
+                Path(tmp).rename(out)
+                Path(tmp).mkdir()  # TemporaryDirectory's cleanup must find its directory
+    if not crd.is_file():
+        raise BuildError(f"controller-gen produced no {crd.name}")
+    return crd
+
+
 def main() -> int:
     try:
         found = binaries()
+        crd = service_monitor_crd()
     except BuildError as exc:
         _say(str(exc))
         return 1
     for field in dataclasses.fields(found):
         print(f"{field.name}: {getattr(found, field.name)}")
+    print(f"servicemonitor_crd: {crd}")
     return 0
 
 

@@ -29,7 +29,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
 import secrets_operator
-from tests.binaries import binaries
+from tests.binaries import binaries, service_monitor_crd
 from tests.conftest import Cluster
 from tests.integration.conftest import Scenario, b64
 from tests.operator import OperatorProcess
@@ -40,29 +40,6 @@ pytestmark = pytest.mark.chart
 CHART = Path(__file__).resolve().parents[2] / "chart" / "secrets-operator"
 KUBE_VERSION = "1.35.4"
 HTPASSWD = {"auth": "erin:$apr1$q$w"}
-
-# A stand-in for prometheus-operator's CRD, so that a ServiceMonitor can be dry-run: it checks
-# that the API accepts the kind and metadata, not prometheus-operator's own schema.
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
 
 
 def raw(obj: Mapping[str, Any]) -> Any:
@@ -101,8 +78,11 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 @pytest.fixture
 async def crd(api: ApiClient, cluster: Cluster) -> None:
     extensions = client.ApiextensionsV1Api(api)
+    # The real CRD, generated from prometheus-operator's pinned API types: the chart's
+    # ServiceMonitor is validated against its actual schema, not against anything-goes.
+    definition = yaml.safe_load(service_monitor_crd().read_text())
     try:
-        await extensions.create_custom_resource_definition(raw(SERVICE_MONITOR_CRD))
+        await extensions.create_custom_resource_definition(raw(definition))
     except ApiException as exc:
         if exc.status != 409:
             raise
