@@ -26,6 +26,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import inspect
 import json
 import math
 import os
@@ -49,6 +50,7 @@ from anyio.abc import TaskStatus
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 
+from secrets_operator.kube.informer import Informer
 from secrets_operator.model import HASH_ANNOTATION
 from secrets_operator.planning import content_hash
 from tests.binaries import ETCD_VERSION, KUBERNETES_VERSION, BuildError
@@ -78,6 +80,14 @@ RSS_INTERVAL = 0.2
 RSS_TAIL_SECONDS = 10.0
 RSS_SETTLED_WINDOW = 5.0
 BARE_IMPORTS = "kubernetes_asyncio, aiohttp, anyio, pydantic_settings, prometheus_client"
+#: The longest watch the operator asks the server for (``timeoutSeconds`` drawn up to this).
+WATCH_TIMEOUT_MAX = inspect.signature(Informer).parameters["watch_timeout"].default[1]
+#: The idle benchmark runs its operators with this resync period, set explicitly (the default
+#: is 600 s), so that its window holds more than one full resync.
+IDLE_RESYNC_SECONDS = 300.0
+#: The default idle window: longer than every period that makes an idle operator send requests
+#: (a watch's server timeout, the resync), or "0 watch restarts" is only the window's artefact.
+IDLE_SECONDS = max(WATCH_TIMEOUT_MAX, IDLE_RESYNC_SECONDS) + 60.0
 DEFAULT_TIMINGS = ("15", "10", "2")
 SHORT_TIMINGS = ("4", "3", "0.5")
 
@@ -604,6 +614,7 @@ class Options:
     restart: int
     memory: tuple[int, ...]
     idle_seconds: float
+    idle_resync_seconds: float
     rate: float
     only: tuple[str, ...]
     blueprints: int | None
@@ -908,18 +919,34 @@ class Bench:
     # -- d. idle
 
     async def idle(self) -> Result:
-        """Requests per minute of a leader and a standby while nothing changes."""
+        """Requests per minute of a leader and a standby while nothing changes.
+
+        The window outlasts a watch's server timeout and the resync period (set explicitly for
+        these operators), so it shows what an idle operator really sends: watch reconnects and a
+        resync that writes nothing, not just the first minutes after start.
+        """
         result = Result("idle")
-        seconds = self.options.idle_seconds
+        seconds, resync = self.options.idle_seconds, self.options.idle_resync_seconds
         corner = Corner(PREFIXES["idle"], self.options.blueprints_for("idle"))
         await self.prepare(corner)
         names = [corner.namespace(index) for index in range(10)]
         await self.api.create_namespaces(names, what="idle setup")
+        env = corner.env(RESYNC_SECONDS=f"{resync:g}")
+        result.row(
+            "window / resync period set / longest watch timeout",
+            f"{seconds:g} s / {resync:g} s / {WATCH_TIMEOUT_MAX} s",
+        )
+        if seconds <= max(resync, WATCH_TIMEOUT_MAX):
+            result.row(
+                "WARNING",
+                "the window is shorter than a resync or a watch timeout: its watch restarts"
+                " and resyncs say nothing about the steady state",
+            )
         async with self.watching(corner) as copies:
-            leader = self.fleet.start(f"{corner.prefix}-a", corner.env())
+            leader = self.fleet.start(f"{corner.prefix}-a", env)
             await self.settle(leader)
             await copies.wait_present(len(names), timeout=120, what="the copies")
-        standby = self.fleet.start(f"{corner.prefix}-b", corner.env())
+        standby = self.fleet.start(f"{corner.prefix}-b", env)
         await standby.wait_ready(120)
         await self._quiet(standby)
         if await standby.is_leader():
@@ -938,11 +965,22 @@ class Bench:
                     by_label(now_metrics, API_REQUESTS, "verb"), by_label(metrics, API_REQUESTS, "verb")
                 ).items()
             }
-            restarts = now_metrics.value(WATCH_RESTARTS) - metrics.value(WATCH_RESTARTS)
-            result.data[role] = {"requests_per_minute": per_minute, "watch_restarts": restarts}
+            restarts = difference(
+                by_label(now_metrics, WATCH_RESTARTS, "reason"), by_label(metrics, WATCH_RESTARTS, "reason")
+            )
+            reconciles = now_metrics.value(RECONCILES) - metrics.value(RECONCILES)
+            writes = now_metrics.value(WRITES) - metrics.value(WRITES)
+            result.data[role] = {
+                "requests_per_minute": per_minute,
+                "watch_restarts": sum(restarts.values()),
+                "watch_restarts_by_reason": restarts,
+                "reconciles": reconciles,
+                "writes": writes,
+            }
             result.row(f"{role}: requests/min by verb", verbs(per_minute, digits=1))
-            result.row(f"{role}: watch restarts", f"{restarts:.0f}")
-        result.data.update(seconds=seconds, roles_unchanged=still_leading)
+            result.row(f"{role}: watch restarts by reason", verbs(restarts))
+            result.row(f"{role}: reconciles (resyncs) / writes", f"{reconciles:.0f} / {writes:.0f}")
+        result.data.update(seconds=seconds, resync_seconds=resync, roles_unchanged=still_leading)
         result.row("roles unchanged during the window", "yes" if still_leading else "NO")
         await self.fleet.stop(standby)
         await self.fleet.stop(leader)
@@ -1242,7 +1280,18 @@ def parse(argv: Sequence[str] | None) -> Options:
         type=sizes,
         help="memory: comma list of namespace counts (1000,5000; documented 1000,5000,10000)",
     )
-    parser.add_argument("--idle-seconds", type=float, default=120.0, help="idle: length of the window (120)")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=IDLE_SECONDS,
+        help=f"idle: length of the window ({IDLE_SECONDS:g}: longer than a resync and a watch timeout)",
+    )
+    parser.add_argument(
+        "--idle-resync-seconds",
+        type=float,
+        default=IDLE_RESYNC_SECONDS,
+        help=f"idle: RESYNC_SECONDS of the operators measured ({IDLE_RESYNC_SECONDS:g})",
+    )
     parser.add_argument(
         "--blueprints",
         type=int,
@@ -1260,12 +1309,13 @@ def parse(argv: Sequence[str] | None) -> Options:
         restart=args.restart,
         memory=args.memory or ((1000, 5000, 10000) if documented else (1000, 5000)),
         idle_seconds=args.idle_seconds,
+        idle_resync_seconds=args.idle_resync_seconds,
         rate=args.rate,
         only=args.only,
         blueprints=args.blueprints,
         documented=documented,
     )
-    for field in ("namespaces", "fanout", "restart", "idle_seconds", "rate"):
+    for field in ("namespaces", "fanout", "restart", "idle_seconds", "idle_resync_seconds", "rate"):
         if getattr(options, field) <= 0:
             parser.error(f"--{field.replace('_', '-')} must be positive")
     if options.blueprints is not None and options.blueprints < 1:
