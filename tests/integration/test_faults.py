@@ -1,11 +1,13 @@
 """Chaos: the operator under broken watches, 410s, throttling, errors, latency, restarts of the
 control plane, partitions, kills and pauses — and with awkward Secrets.
 
-Each replica talks to the API server through its own fault proxy (tests/faults.py). After every
-fault is healed, every selected namespace must converge to the exact copy, no operator process
-may have crashed, and nothing the operator does not own may have been touched. With several
-replicas, the proxies' logs of writes must never show two writers at once, and the writer may
-only change when the Lease changes hands.
+Each replica talks to the API server through its own fault proxy (tests/faults.py). Every fault
+must demonstrably hit (the proxy counts what it served); after it is healed, every selected
+namespace must converge to the exact copy, also for changes made after healing, no operator
+process may have crashed, and nothing the operator does not own may have been touched. With
+several replicas, the proxies' logs of writes must never show two writers at once, and the
+writer may only change when the Lease changes hands; a partition of the Lease alone leaves a
+deposed leader its Secrets, so a write after losing the Lease would show.
 
 These run in ``nox -s faults`` (part of plain ``nox``).
 """
@@ -249,8 +251,17 @@ async def test_one_writer_through_twenty_partitions_kills_and_pauses(
                 leading.append(name)
         return leading[0] if len(leading) == 1 else None
 
-    disruptions = ["partition", "sigstop", "sigkill"]
+    # A Lease partition cuts only the leader's requests to the Lease: it keeps reaching its
+    # Secrets, so a deposed leader that went on writing would show in its proxy's log. In the
+    # other disruptions it cannot (dropped, killed or frozen), so they only catch a standby that
+    # writes without a Lease transition.
+    disruptions = ["partition", "sigstop", "sigkill", "lease-partition"]
     namespaces: list[str] = []
+
+    async def work_arrives(iteration: int) -> None:
+        namespaces.append(await scenario.namespace(f"i{iteration}"))
+        await scenario.update_blueprint({"auth": f"r{iteration + 1}"})
+
     for iteration in range(20):
         kind = disruptions[iteration % len(disruptions)]
         current = await wait_for(leader, timeout=30, what="one leader", interval=0.05)
@@ -266,21 +277,29 @@ async def test_one_writer_through_twenty_partitions_kills_and_pauses(
         if kind == "partition":
             proxy.blackhole = True
             proxy.cut_watches()
+        elif kind == "lease-partition":
+            proxy.blackhole_path = "/leases"
+            proxy.blackhole = True
+            proxy.cut_watches("/leases")
         elif kind == "sigstop":
             process.send(signal.SIGSTOP)
         else:
             process.send(signal.SIGKILL)
-        # Work arrives while the leader is gone; a standby must take over and do it.
-        namespaces.append(await scenario.namespace(f"i{iteration}"))
-        await scenario.update_blueprint({"auth": f"r{iteration + 1}"})
+        if kind != "lease-partition":
+            # Work arrives while the leader is gone; a standby must take over and do it.
+            await work_arrives(iteration)
         await wait_for(
             lambda current=current: _other_leads(fleet, current),  # type: ignore[misc]
             timeout=30,
             what=f"another replica to lead ({kind})",
             interval=0.05,
         )
+        if kind == "lease-partition":
+            # Work arrives once another leads, seen by the deposed leader's informers as well.
+            assert proxy.open_watches("/secrets") >= 1, f"{current} lost its Secret watches too"
+            await work_arrives(iteration)
         await scenario.wait_copy(namespaces[-1], {"auth": f"r{iteration + 1}"}, timeout=30)
-        if kind == "partition":
+        if kind in ("partition", "lease-partition"):
             proxy.heal()
         elif kind == "sigstop":
             process.send(signal.SIGCONT)
