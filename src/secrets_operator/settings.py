@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -141,8 +142,10 @@ class Settings(BaseSettings):
     )
     identity: str = Field(
         default="",
-        description="Holder identity written into the Lease; default POD_NAME, else `<hostname>-<pid>`.",
-        json_schema_extra={"example": "secrets-operator-7d9f-abcde", "default_text": "POD_NAME"},
+        description="Holder identity written into the Lease; must be unique per process. Default: "
+        "POD_NAME (else `<hostname>-<pid>`) plus `_` and 8 random hex digits drawn at start, so a "
+        "restarted container never takes over its predecessor's claim.",
+        json_schema_extra={"example": "secrets-operator-7d9f-abcde", "default_text": "POD_NAME_<random>"},
     )
     http_port: int = Field(
         default=8080,
@@ -291,9 +294,21 @@ class Settings(BaseSettings):
         return from_file or "default"
 
     def resolved_identity(self) -> str:
+        """This process's identity in the Lease, the same for every call within one process.
+
+        As client-go's users do (kube-controller-manager: hostname + "_" + a UUID), a derived
+        identity carries a suffix drawn once per process: a container the kubelet restarts, or a
+        second `run` started in the same Pod, is a new candidate that must wait out the Lease,
+        never one that resumes a claim it did not make.
+        """
         if self.identity:
             return self.identity
-        return os.environ.get("POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+        base = os.environ.get("POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+        return f"{base}_{_PROCESS_SUFFIX}"
+
+
+#: Drawn once when the process starts: what makes a derived identity unique to this process.
+_PROCESS_SUFFIX = secrets.token_hex(4)
 
 
 _SHOW_INPUT = {

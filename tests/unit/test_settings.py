@@ -9,7 +9,10 @@ leader-election timing rule, and how the Lease namespace and holder identity are
 from __future__ import annotations
 
 import os
+import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -346,9 +349,21 @@ def test_explicit_identity_wins(env: pytest.MonkeyPatch) -> None:
     assert load().resolved_identity() == "replica-a"
 
 
-def test_pod_name_is_the_identity_by_default(env: pytest.MonkeyPatch) -> None:
+def test_pod_name_and_a_per_process_suffix_are_the_identity_by_default(env: pytest.MonkeyPatch) -> None:
     env.setenv("POD_NAME", "secrets-operator-7d9f-abcde")
-    assert load().resolved_identity() == "secrets-operator-7d9f-abcde"
+    identity = load().resolved_identity()
+    assert re.fullmatch(r"secrets-operator-7d9f-abcde_[0-9a-f]{8}", identity)
+    assert load().resolved_identity() == identity  # stable within the process
+
+
+def test_a_restarted_process_in_the_same_pod_is_another_candidate(env: pytest.MonkeyPatch) -> None:
+    env.setenv("POD_NAME", "secrets-operator-7d9f-abcde")
+    code = "from secrets_operator.settings import load; print(load().resolved_identity())"
+    identities = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert len(identities) == 2, identities
 
 
 @pytest.mark.parametrize("pod_name", [None, " "])
@@ -356,7 +371,7 @@ def test_identity_falls_back_to_hostname_and_pid(env: pytest.MonkeyPatch, pod_na
     if pod_name is not None:
         env.setenv("POD_NAME", pod_name)
     env.setattr(socket, "gethostname", lambda: "node-1")
-    assert load().resolved_identity() == f"node-1-{os.getpid()}"
+    assert re.fullmatch(rf"node-1-{os.getpid()}_[0-9a-f]{{8}}", load().resolved_identity())
 
 
 def test_settings_cannot_be_changed_after_loading(env: pytest.MonkeyPatch) -> None:
