@@ -101,10 +101,30 @@ HELM = Component(
     name="helm",
     version=HELM_VERSION,
     commands={"helm": "helm.sh/helm/v3/cmd/helm"},
-    ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",),
+    # As helm's own Makefile links it: the default Kubernetes version of `helm template` and
+    # `helm lint` is that of the client-go helm v3.19 is built with (1.34), not the source's 1.20.
+    ldflags=(
+        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+        "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34",
+        "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+        "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34",
+    ),
     module_dir=None,
 )
 COMPONENTS = (ETCD, KUBERNETES, HELM)
+#: The node of the end-to-end tests, from the same wrapper module (and so the same version).
+NODE = Component(
+    name="node",
+    version=KUBERNETES_VERSION,
+    commands={
+        "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+        "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    },
+    ldflags=_k8s_ldflags(),
+    module_dir=WRAPPERS / "kubernetes",
+)
 #: controller-gen and prometheus-operator's API types (both pinned in the wrapper's go.mod), from
 #: which the chart tests generate the real ServiceMonitor CRD to validate the chart's object.
 CRDS = Component(
@@ -290,6 +310,25 @@ def binaries() -> Binaries:
         kube_controller_manager=KUBERNETES.cache_dir / "kube-controller-manager",
         kubectl=KUBERNETES.cache_dir / "kubectl",
         helm=HELM.cache_dir / "helm",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeBinaries:
+    """Absolute paths of the node's Kubernetes binaries (built only for the e2e tests)."""
+
+    kubelet: Path
+    kube_proxy: Path
+    kube_scheduler: Path
+
+
+def node_binaries() -> NodeBinaries:
+    """Locate (building if needed) kubelet, kube-proxy and kube-scheduler."""
+    ensure_built([NODE])
+    return NodeBinaries(
+        kubelet=NODE.cache_dir / "kubelet",
+        kube_proxy=NODE.cache_dir / "kube-proxy",
+        kube_scheduler=NODE.cache_dir / "kube-scheduler",
     )
 
 

@@ -1,0 +1,3 @@
+module secrets-operator.local/node/pause
+
+go 1.25.0
