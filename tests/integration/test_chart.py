@@ -384,6 +384,13 @@ class Release:
         return events
 
 
+def _pod_of(holder: str) -> str:
+    """The Pod whose process holds the Lease: an identity is POD_NAME + "_" + a per-process suffix."""
+    pod, _, suffix = holder.rpartition("_")
+    assert len(suffix) == 8, f"not a per-process identity: {holder!r}"
+    return pod
+
+
 def _refused(event: Mapping[str, Any]) -> bool:
     return int(event.get("responseStatus", {}).get("code", 0)) in (401, 403)
 
@@ -408,7 +415,7 @@ async def _hold_steadily(
     lease_durations: float,
     late_namespace: str,
 ) -> str:
-    """Watch the Lease for ``lease_durations`` lease durations and return its holder.
+    """Watch the Lease for ``lease_durations`` lease durations and return its holder's Pod.
 
     Throughout: one holder, one of ``replicas``, whose renewTime advances again well within
     every lease duration (a leader that stops renewing freezes it). After two thirds of the
@@ -417,20 +424,21 @@ async def _hold_steadily(
     leases = client.CoordinationV1Api(release.scenario.api)
     seconds = lease_durations * LEASE_SECONDS
     holders: set[str] = set()
-    renewals, longest_gap = 0, 0.0
+    renewals, longest_gap, last_gap = 0, 0.0, 0.0
     copied: list[str] = []
 
     async def observe() -> None:
-        nonlocal renewals, longest_gap
+        nonlocal renewals, longest_gap, last_gap
         started = time.monotonic()
         last_renew, last_change = None, started
         while (now := time.monotonic()) - started < seconds:
             spec = (await leases.read_namespaced_lease(release.lease_name, release.namespace)).spec
-            holders.add(spec.holder_identity or "")
+            holders.add(_pod_of(spec.holder_identity or ""))
             if spec.renew_time != last_renew:
                 renewals += last_renew is not None
                 last_renew, last_change = spec.renew_time, now
             longest_gap = max(longest_gap, now - last_change)
+            last_gap = now - last_change
             await anyio.sleep(0.1)
 
     async def late() -> None:
@@ -446,7 +454,10 @@ async def _hold_steadily(
     assert len(holders) == 1, f"holders over the window: {holders}"
     assert holders <= names, f"holders over the window: {holders}, replicas {names}"
     assert longest_gap < LEASE_SECONDS, f"renewTime stood still for {longest_gap:.1f} s"
-    assert renewals >= lease_durations, f"only {renewals} renewals in {seconds:.0f} s"
+    # Renewals come every retry period (0.5 s): at least half of them must show.
+    retry = float(LEASE["retryPeriodSeconds"])
+    assert renewals >= seconds / retry / 2, f"only {renewals} renewals in {seconds:.0f} s"
+    assert last_gap < LEASE_SECONDS / 2, f"no renewal in the last {last_gap:.1f} s of the window"
     assert copied
     (holder,) = holders
     leaders = [replica.name for replica in replicas if await replica.is_leader()]
@@ -462,7 +473,8 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
     Replication, repair and Events; the Lease renewed by one holder for five lease durations;
     a SIGTERM hand-over after which the new holder keeps renewing; an upgrade (a second pair
     started after the first stopped) over the existing Lease; and, over all of it, no request
-    of the operator's refused by the API server (its audit log).
+    of the operator's refused by the API server, and every verb the chart grants used (its
+    audit log): the Role is exactly what the code needs.
     """
     release_namespace = await scenario.namespace("system")
     await scenario.blueprint(HTPASSWD)
@@ -480,11 +492,14 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
         scenario, cluster, tmp_path, release_namespace,
         blueprints=[f"{scenario.home}/{scenario.secret_name}"],
         includeNamespaces=[f"{scenario.prefix}-*"],
+        prune=True,  # so that the proof covers the delete the operator sends
         **LEASE,
     )  # fmt: skip
     await release.apply()
+    replicas: list[OperatorProcess] = []
     try:
         first = [release.replica("pod-a"), release.replica("pod-b")]
+        replicas += first
         for replica in first:
             await replica.wait_ready()
 
@@ -502,10 +517,21 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
             return any(e.reason == "Conflict" for e in await scenario.events())
 
         await wait_for(conflict_event, timeout=20, what="a Conflict event recorded with the chart's RBAC")
+        # Pruning (DELETE): a namespace that opts out loses its copy.
+        await scenario.core.patch_namespace(
+            targets[0], {"metadata": {"labels": {"secrets-operator.io/exclude": "true"}}}
+        )
+        await scenario.wait_no_copy(targets[0])
 
-        # The steady state: five lease durations of renewals by one holder.
+        # The steady state: five lease durations of renewals by one holder. Someone else touching
+        # the Lease's metadata makes the holder's next renewal meet 409, then re-read it (GET).
         await _one_leader(first)
+        await client.CoordinationV1Api(scenario.api).patch_namespaced_lease(
+            release.lease_name, release_namespace, {"metadata": {"annotations": {"example.com/seen": "yes"}}}
+        )
         holder = await _hold_steadily(release, first, lease_durations=5, late_namespace="late")
+        for replica in first:
+            await _no_refusals_reported(replica)
 
         # SIGTERM of the holder: the other takes over and keeps renewing.
         leader = next(replica for replica in first if replica.name == holder)
@@ -516,7 +542,7 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
 
         async def taken_over() -> bool:
             lease = await leases.read_namespaced_lease(release.lease_name, release_namespace)
-            return lease.spec.holder_identity == standby.name
+            return _pod_of(lease.spec.holder_identity or "_") == standby.name
 
         await wait_for(taken_over, timeout=LEASE_SECONDS, what="the standby to take the released Lease")
         await _hold_steadily(release, [standby], lease_durations=2, late_namespace="after-handover")
@@ -525,13 +551,15 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
         standby.send(signal.SIGTERM)
         assert await standby.wait_exit() == 0
         second = [release.replica("pod-c"), release.replica("pod-d")]
+        replicas += second
         for replica in second:
             await replica.wait_ready()
         await _one_leader(second)
         await _hold_steadily(release, second, lease_durations=2, late_namespace="after-upgrade")
         for replica in second:
-            refused = (await replica.metrics()).value("secrets_operator_api_errors_total", code="403")
-            assert refused == 0, replica.log[-3000:]
+            await _no_refusals_reported(replica)
+            replica.send(signal.SIGTERM)
+            assert await replica.wait_exit() == 0  # their release is inside the audited window
 
         # ...and nothing more: the same token is refused what the operator does not need.
         async with release.thief(f"{THIEF_AGENT}/final") as stolen:
@@ -564,8 +592,37 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
         assert len(lease_writes) >= 40, f"only {len(lease_writes)} Lease renewals audited"
         refusals = [_describe(e) for e in operator if _refused(e)]
         assert not refusals, "the API server refused the operator:\n" + "\n".join(refusals[:20])
+        # ...and nothing granted goes unused: the Role is exactly the requests the code sends.
+        assert _verbs_used(operator) == _verbs_granted(release.objects)
     finally:
+        for replica in replicas:
+            replica.stop()
         release.remove()
+
+
+async def _no_refusals_reported(replica: OperatorProcess) -> None:
+    """The replica itself saw no 401 (the audit log cannot show one: it has no user) and no 403."""
+    metrics = await replica.metrics()
+    for code in ("401", "403"):
+        assert metrics.value("secrets_operator_api_errors_total", code=code) == 0, replica.log[-3000:]
+
+
+def _verbs_used(events: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    used: dict[tuple[str, str], set[str]] = {}
+    for event in events:
+        ref = event.get("objectRef", {})
+        used.setdefault((ref.get("apiGroup", ""), ref["resource"]), set()).add(event["verb"])
+    return used
+
+
+def _verbs_granted(objects: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for role in (obj for obj in objects if obj["kind"] in ("ClusterRole", "Role")):
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
 
 
 def _secret(name: str, *, marked_for: str = "", **fields: Any) -> client.V1Secret:
@@ -645,6 +702,60 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             )
             unmark = {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}}
             await refused(core.patch_namespaced_secret(name, managed, unmark), "ownership marks")
+            # Another kind of self-filling credential: a bootstrap token.
+            await refused(
+                core.create_namespaced_secret(
+                    victim, _secret(name, marked_for=source, type="bootstrap.kubernetes.io/token")
+                ),
+                "bootstrap-token",
+            )
+            # Finalizers or owners: a copy that pins its namespace in Terminating, or is collected
+            # with something else.
+            hold = {"metadata": {"finalizers": ["example.com/hold"]}}
+            await refused(
+                core.create_namespaced_secret(
+                    victim,
+                    client.V1Secret(
+                        metadata=client.V1ObjectMeta(
+                            name=name,
+                            finalizers=["example.com/hold"],
+                            labels={"app.kubernetes.io/managed-by": "secrets-operator"},
+                            annotations={"secrets-operator.io/source": source},
+                        )
+                    ),
+                ),
+                "finalizers",
+            )
+            await refused(core.patch_namespaced_secret(name, managed, hold), "finalizers")
+            owner = {
+                "metadata": {
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Namespace", "name": managed, "uid": "0" * 8}
+                    ]
+                }
+            }
+            await refused(core.patch_namespaced_secret(name, managed, owner), "owner references")
+            # Events only in the blueprints' namespaces; Leases only its own.
+            event = {
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"name": "forged"},
+                "eventTime": "2026-01-01T00:00:00.000000Z",
+                "reportingController": "x",
+                "reportingInstance": "x",
+                "action": "x",
+                "reason": "x",
+                "type": "Normal",
+                "regarding": {"kind": "Secret", "namespace": victim, "name": name},
+            }
+            await refused(
+                client.EventsV1Api(stolen).create_namespaced_event(victim, raw(event)), "Events only"
+            )
+            lease = client.V1Lease(metadata=client.V1ObjectMeta(name="another"), spec=client.V1LeaseSpec())
+            await refused(
+                client.CoordinationV1Api(stolen).create_namespaced_lease(release_namespace, lease),
+                "own Lease",
+            )
             # The blueprint itself is never written.
             await refused(core.delete_namespaced_secret(name, scenario.home), "blueprint")
             await refused(
@@ -671,6 +782,16 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             )
             await core.patch_namespaced_secret(name, managed, {"data": {"auth": b64("b")}}, dry_run="All")
             await core.delete_namespaced_secret(name, managed, dry_run="All")
+            allowed = {**event, "metadata": {"name": "allowed", "namespace": scenario.home}}
+            await client.EventsV1Api(stolen).create_namespaced_event(
+                scenario.home, raw(allowed), dry_run="All"
+            )
+            own = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=release.lease_name), spec=client.V1LeaseSpec()
+            )
+            await client.CoordinationV1Api(stolen).create_namespaced_lease(
+                release_namespace, own, dry_run="All"
+            )
 
         # The twin and the managed copy are exactly as the admin left them.
         assert (await scenario.copy(twin)).data == {"x": b64("theirs")}  # type: ignore[union-attr]

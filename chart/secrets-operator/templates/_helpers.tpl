@@ -66,3 +66,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "secrets-operator.serviceAccountUser" -}}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "secrets-operator.serviceAccountName" .) }}
 {{- end }}
+
+{{/* The blueprints' home namespaces, deduplicated: where Events are recorded. */}}
+{{- define "secrets-operator.blueprintNamespaces" -}}
+{{- $namespaces := list }}
+{{- range .Values.operator.blueprints }}
+{{- $namespaces = append $namespaces (index (splitList "/" .) 0) }}
+{{- end }}
+{{- toJson (uniq $namespaces) }}
+{{- end }}
