@@ -10,7 +10,7 @@ import glob
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "chart", "faults", "image"]
+nox.options.sessions = ["lint", "typecheck", "tests", "chart", "faults", "image", "e2e"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -41,7 +41,7 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # Build in the foreground so a cold build shows its progress instead of a silent fixture.
     session.run("python", "-m", "tests.binaries")
-    session.run("pytest", "-m", "not chart and not faults", *session.posargs)
+    session.run("pytest", "-m", "not chart and not faults and not e2e", *session.posargs)
 
 
 @nox.session
@@ -89,11 +89,30 @@ def image(session: nox.Session) -> None:
 
 
 @nox.session
+def e2e(session: nox.Session) -> None:
+    """The product as it ships, on a real node (as root): the Dockerfile built and pushed to a
+    registry, the chart pushed there and installed from it; see tests/e2e and tests/node.py."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.node", "prepare")
+    session.run("pytest", "-m", "e2e", "-s", *session.posargs)
+
+
+@nox.session
 def cluster(session: nox.Session) -> None:
     """Manage a local control plane: `nox -s cluster -- up|down|status` (default: up)."""
     session.install("cryptography>=43")
     command = session.posargs or ["up"]
     session.run("python", "-m", "tests.cluster", *command)
+
+
+@nox.session
+def node(session: nox.Session) -> None:
+    """A control plane with a real node, a registry and a docker daemon, as root:
+    `nox -s node -- up|down|status` (default: up); state and kubeconfig in .node/."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.node", *(session.posargs or ["up"]))
 
 
 @nox.session

@@ -65,6 +65,18 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
 )
+#: What a plane with a node also needs: Deployments roll, PodDisruptionBudgets count, Services
+#: get endpoints (kube-proxy routes the ``kubernetes`` Service and the chart's metrics Service).
+NODE_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "disruption-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "node-lifecycle-controller",  # lifts the not-ready taint a new node registers with
+)
+SERVICE_RANGE = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: the first address of the range
 
 
 class ControlPlaneError(RuntimeError):
@@ -85,10 +97,16 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 
 class PKI:
-    """A throw-away CA with a serving certificate, an admin client certificate and an SA key."""
+    """A throw-away CA with a serving certificate, an admin client certificate and an SA key.
 
-    def __init__(self, directory: Path) -> None:
+    ``addresses`` are the IPs the API server is reached at besides loopback; the serving
+    certificate also names the first address of the Service range (the ``kubernetes`` Service,
+    which is how Pods reach the API server).
+    """
+
+    def __init__(self, directory: Path, *, addresses: tuple[str, ...] = ()) -> None:
         self.dir = directory
+        self.addresses = addresses
         directory.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.UTC)
         self._not_before = now - datetime.timedelta(hours=1)
@@ -124,13 +142,14 @@ class PKI:
         self._ca, self._ca_key = ca, ca_key
         self.ca_cert = self._write("ca.crt", _pem_cert(ca))
 
-        self.serving_cert, self.serving_key = self._issue(
+        self.serving_cert, self.serving_key = self.issue(
             "apiserver",
             common_name="kube-apiserver",
             organizations=(),
             server=True,
+            ips=("127.0.0.1", SERVICE_IP, *addresses),
         )
-        self.admin_cert, self.admin_key = self._issue(
+        self.admin_cert, self.admin_key = self.issue(
             "admin",
             common_name="secrets-operator-test-admin",
             organizations=("system:masters",),
@@ -151,9 +170,16 @@ class PKI:
         path.chmod(0o600)
         return path
 
-    def _issue(
-        self, name: str, *, common_name: str, organizations: tuple[str, ...], server: bool
+    def issue(
+        self,
+        name: str,
+        *,
+        common_name: str,
+        organizations: tuple[str, ...],
+        server: bool,
+        ips: tuple[str, ...] = ("127.0.0.1",),
     ) -> tuple[Path, Path]:
+        """A key and a certificate signed by the CA: a client one, or a server one for ``ips``."""
         key = ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
@@ -174,7 +200,7 @@ class PKI:
                         x509.DNSName("localhost"),
                         x509.DNSName("kubernetes"),
                         x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips)),
                     ]
                 ),
                 critical=False,
@@ -305,15 +331,21 @@ rules:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager in ``workdir``; see the module docstring."""
 
-    def __init__(self, workdir: Path, *, bins: Binaries | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, bins: Binaries | None = None, address: str = "127.0.0.1", node: bool = False
+    ) -> None:
+        """``address``: where the API server listens and what it advertises (loopback unless a
+        node's Pods must reach it); ``node``: run what a plane with a kubelet needs as well
+        (the Node authorizer, and the controllers in NODE_CONTROLLERS)."""
         self.workdir = workdir
+        self.address, self.node = address, node
         self.bins = bins or binaries()
         self.logs_dir = workdir / "logs"
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.apiserver_port = free_port()
         self.controller_manager_port = free_port()
-        self.server = f"https://127.0.0.1:{self.apiserver_port}"
+        self.server = f"https://{address}:{self.apiserver_port}"
         self.admin_kubeconfig = workdir / "admin.kubeconfig"
         #: Every request by a ServiceAccount (JSON lines, Metadata level): the RBAC proof reads it
         #: to find any request of the operator's that the API server refused.
@@ -326,7 +358,7 @@ class ControlPlane:
     def start(self, *, timeout: float = 90.0) -> None:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = PKI(self.workdir / "pki")
+        self.pki = PKI(self.workdir / "pki", addresses=(self.address,))
         self.admin_kubeconfig.write_text(
             kubeconfig(
                 server=self.server,
@@ -403,18 +435,23 @@ class ControlPlane:
             [
                 str(self.bins.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={self.workdir / 'apiserver'}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC" if self.node else "--authorization-mode=RBAC",
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                # `kubectl logs` and `exec` reach the kubelet at its InternalIP (on the node's own
+                # bridge), never by looking its name up in the machine's DNS.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-cluster-ip-range={SERVICE_RANGE}",
                 "--profiling=false",
                 f"--audit-policy-file={audit_policy}",
                 f"--audit-log-path={self.audit_log}",
@@ -442,7 +479,7 @@ class ControlPlane:
                 f"--authentication-kubeconfig={self.admin_kubeconfig}",
                 f"--authorization-kubeconfig={self.admin_kubeconfig}",
                 "--authentication-skip-lookup=true",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(CONTROLLERS + (NODE_CONTROLLERS if self.node else ()))}",
                 f"--service-account-private-key-file={self.pki.sa_key}",
                 f"--root-ca-file={self.pki.ca_cert}",
                 "--leader-elect=false",

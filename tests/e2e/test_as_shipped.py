@@ -1,0 +1,312 @@
+"""A platform team's first day, on a real node: install, watch it work, upgrade, break it, remove it.
+
+The tests run in order and share one release: each step starts from where the last one left
+it, as a person at a terminal would. Everything is done the way a user does it (helm from the
+OCI registry, kubectl), and observed the way a user sees it (Pods, Events, restart counts, the
+Lease, the Service, the logs).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Shipped, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RELEASE = "secrets-operator"
+NAMESPACE = "secrets-operator"
+HOME = "auth"
+BLUEPRINT = "htpasswd"
+#: Secret data that must never appear in a log line; also checked in base64.
+CANARY = f"canary-{secrets.token_hex(8)}"
+LEASE_SECONDS = 15  # the chart's defaults: 15 / 10 / 2
+RENEW_DEADLINE = 10
+
+
+def _ready_pods(world: Shipped) -> list[dict[str, Any]]:
+    pods = world.json("-n", NAMESPACE, "get", "pods", "-l", f"app.kubernetes.io/instance={RELEASE}")["items"]
+    return [
+        pod
+        for pod in pods
+        if pod["metadata"].get("deletionTimestamp") is None
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+    ]
+
+
+def _lease(world: Shipped) -> dict[str, Any]:
+    spec: dict[str, Any] = world.json("-n", NAMESPACE, "get", "lease", RELEASE)["spec"]
+    return spec
+
+
+def _holder_pod(world: Shipped) -> str:
+    """The Pod whose operator process holds the Lease (identity: POD_NAME + "_" + 8 hex digits)."""
+    pod, _, suffix = str(_lease(world).get("holderIdentity", "")).rpartition("_")
+    return pod if len(suffix) == 8 else ""
+
+
+def _namespace_with_copy(world: Shipped, name: str, *, timeout: float = 15) -> float:
+    """Create a namespace and wait for its copy; the seconds it took."""
+    started = time.monotonic()
+    world.kubectl("create", "namespace", name)
+
+    def copied() -> bool:
+        secret = world.kubectl("-n", name, "get", "secret", BLUEPRINT, "-o", "json", check=False)
+        if not secret:
+            return False
+        data = json.loads(secret).get("data", {})
+        return bool(data == {"auth": base64.b64encode(CANARY.encode()).decode()})
+
+    wait_until(copied, timeout=timeout, what=f"the copy in {name}")
+    return time.monotonic() - started
+
+
+def _parse(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@pytest.fixture(scope="module")
+def installed(shipped: Shipped) -> Shipped:
+    """The blueprint, a namespace enforcing `restricted`, and `helm install` from the registry."""
+    world = shipped
+    world.kubectl("create", "namespace", HOME)
+    world.kubectl("-n", HOME, "create", "secret", "generic", BLUEPRINT, f"--from-literal=auth={CANARY}")
+    world.kubectl("create", "namespace", NAMESPACE)
+    world.kubectl(
+        "label", "namespace", NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    started = time.monotonic()
+    world.helm(
+        "install", RELEASE, world.chart, "--version", world.chart_version, "--plain-http",
+        "--namespace", NAMESPACE,
+        "--set", f"image.repository={world.image}",
+        "--set", f"operator.blueprints={{{HOME}/{BLUEPRINT}}}",
+        "--set", "operator.excludeNamespaces={kube-system,kube-public,kube-node-lease," + NAMESPACE + "}",
+    )  # fmt: skip
+    wait_until(lambda: len(_ready_pods(world)) == 2, timeout=120, what="two Ready Pods")
+    world.figures["helm install to two Ready Pods (s)"] = time.monotonic() - started
+    return world
+
+
+def test_both_pods_run_ready_through_their_probes_under_restricted(installed: Shipped) -> None:
+    world = installed
+    for pod in _ready_pods(world):
+        (container,) = pod["spec"]["containers"]
+        assert container["image"] == f"{world.image}:{world.tags[0]}"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["ready"]
+        assert status["restartCount"] == 0
+        started = _parse(status["state"]["running"]["startedAt"])
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        world.figures["container start to Ready (s)"] = (
+            _parse(ready["lastTransitionTime"]) - started
+        ).seconds
+    events = world.json("-n", NAMESPACE, "get", "events")["items"]
+    assert any(e["reason"] == "Pulled" for e in events), "the kubelet pulled the image from the registry"
+
+    # The PodDisruptionBudget counts the Pods: one may be evicted at a time.
+    def budget() -> dict[str, Any] | None:
+        status: dict[str, Any] = world.json("-n", NAMESPACE, "get", "pdb", RELEASE).get("status", {})
+        return status if status.get("currentHealthy") == 2 else None
+
+    assert (
+        wait_until(budget, timeout=30, what="the PodDisruptionBudget to count both Pods")[
+            "disruptionsAllowed"
+        ]
+        == 1
+    )
+    # The image itself runs as a numeric non-root user, whatever the Pod says.
+    user = world.docker.run(
+        "image", "inspect", "--format", "{{.Config.User}}", f"{world.image}:{world.tags[0]}", what="inspect"
+    )
+    assert user.strip() == "65532:65532"
+
+
+def test_one_holder_renews_for_two_minutes_and_new_namespaces_get_copies(installed: Shipped) -> None:
+    world = installed
+    pods = {pod["metadata"]["name"] for pod in _ready_pods(world)}
+    holders: set[str] = set()
+    renewals, longest_gap, last_renew = 0, 0.0, ""
+    last_change = time.monotonic()
+    started = time.monotonic()
+    next_namespace, copied = started, list[float]()
+    while (now := time.monotonic()) - started < 125:
+        lease = _lease(world)
+        holders.add(_holder_pod(world))
+        if lease.get("renewTime") != last_renew:
+            renewals += bool(last_renew)
+            last_renew, last_change = lease.get("renewTime", ""), now
+        longest_gap = max(longest_gap, now - last_change)
+        if now >= next_namespace:
+            copied.append(_namespace_with_copy(world, f"team-{len(copied)}"))
+            next_namespace = now + 25
+        time.sleep(0.5)
+    assert len(holders) == 1, holders
+    assert holders <= pods, (holders, pods)
+    assert longest_gap < RENEW_DEADLINE, f"renewTime stood still for {longest_gap:.1f} s"
+    assert renewals >= 125 / LEASE_SECONDS
+    assert len(copied) >= 5
+    world.figures["new namespace -> copy, worst of 5 (s)"] = max(copied)
+
+
+def test_upgrade_to_another_tag_rolls_with_a_handover_and_misses_no_namespace(installed: Shipped) -> None:
+    world = installed
+    before = _lease(world)
+    started = time.monotonic()
+    world.helm(
+        "upgrade", RELEASE, world.chart, "--version", world.chart_version, "--plain-http",
+        "--namespace", NAMESPACE, "--reuse-values", "--set", f"image.tag={world.tags[1]}",
+    )  # fmt: skip
+    created: list[str] = []
+    seen: list[dict[str, Any]] = []  # the Lease as it was at each poll, to time the hand-over
+
+    def rolled() -> bool:
+        if len(created) < 40:  # namespaces keep appearing while the Pods roll
+            name = f"roll-{len(created)}"
+            world.kubectl("create", "namespace", name)
+            created.append(name)
+        seen.append(_lease(world))
+        pods = _ready_pods(world)
+        images = {pod["spec"]["containers"][0]["image"] for pod in pods}
+        return len(pods) == 2 and images == {f"{world.image}:{world.tags[1]}"}
+
+    wait_until(rolled, timeout=180, what="both Pods replaced by the new tag", interval=1)
+    world.figures["rolling update (s)"] = time.monotonic() - started
+    after = _lease(world)
+    new_pods = {pod["metadata"]["name"] for pod in _ready_pods(world)}
+    assert _holder_pod(world) in new_pods
+    assert after["leaseTransitions"] > before.get("leaseTransitions", 0)
+    # Hand-over: from the old holder's last renewal to the new holder's acquisition (both
+    # written by replicas on this machine's clock).
+    old = [lease for lease in seen if lease["holderIdentity"] == before["holderIdentity"]]
+    last_renewal = _parse((old or [before])[-1]["renewTime"])
+    world.figures["rolling update: last renewal -> new holder (s)"] = (
+        _parse(after["acquireTime"]) - last_renewal
+    ).total_seconds()
+    for name in created:
+
+        def copied(name: str = name) -> str:
+            return world.kubectl("-n", name, "get", "secret", BLUEPRINT, check=False)
+
+        wait_until(copied, timeout=30, what=f"the copy in {name}, created during the roll")
+
+
+def _take_over(world: Shipped, old: str, *, timeout: float) -> tuple[str, float]:
+    """Wait for a Pod other than ``old`` to hold the Lease; that Pod and the seconds it took."""
+    started = time.monotonic()
+
+    def new_holder() -> str | None:
+        holder = _holder_pod(world)
+        return holder if holder and holder != old else None
+
+    holder = wait_until(new_holder, timeout=timeout, what=f"another replica to take over from {old}")
+    return holder, time.monotonic() - started
+
+
+def test_deleting_the_leader_pod_hands_over(installed: Shipped) -> None:
+    world = installed
+    leader = _holder_pod(world)
+    world.kubectl("-n", NAMESPACE, "delete", "pod", leader, "--wait=false")
+    holder, took = _take_over(world, leader, timeout=LEASE_SECONDS)
+    world.figures["leader Pod deleted -> new holder (s)"] = took
+    assert holder != leader
+    wait_until(
+        lambda: len(_ready_pods(world)) == 2, timeout=120, what="the ReplicaSet's replacement Pod Ready"
+    )
+    _namespace_with_copy(world, "after-delete")
+
+
+def _operator_process(pod: str) -> int:
+    """The host PID of the operator in ``pod`` (found by its environment, as `crictl` would)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"secrets-operator" not in (proc / "cmdline").read_bytes():
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"POD_NAME={pod}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no operator process for Pod {pod}")
+
+
+def test_killing_the_leaders_process_restarts_it_and_hands_over(installed: Shipped) -> None:
+    world = installed
+    leader = _holder_pod(world)
+    os.kill(_operator_process(leader), signal.SIGKILL)
+    # No release: the other replica waits out the Lease (15 s) from the last renewal it saw. The
+    # restarted container is a new candidate (a new identity), and it started watching later.
+    holder, took = _take_over(world, leader, timeout=LEASE_SECONDS + 10)
+    world.figures["leader process killed -> new holder (s)"] = took
+    assert holder != leader
+
+    def restarted() -> dict[str, Any] | None:
+        pod = world.json("-n", NAMESPACE, "get", "pod", leader)
+        (status,) = pod["status"]["containerStatuses"]
+        return status if status["restartCount"] >= 1 and status["ready"] else None
+
+    status = wait_until(restarted, timeout=90, what=f"the kubelet to restart {leader}'s container")
+    assert status["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL, as kubectl describe shows
+    events = world.json("-n", NAMESPACE, "get", "events", "--field-selector", f"involvedObject.name={leader}")
+    started = sum(e.get("count", 1) for e in events["items"] if e["reason"] == "Started")
+    assert started >= 2, "kubectl shows the container started again"
+    pods = world.kubectl("-n", NAMESPACE, "get", "pods")
+    assert leader in pods
+    _namespace_with_copy(world, "after-kill")
+
+
+def test_metrics_through_the_service_and_logs_are_json_without_secret_data(installed: Shipped) -> None:
+    world = installed
+    service = f"{RELEASE}-metrics"
+    metrics = world.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/services/{service}:http-metrics/proxy/metrics"
+    )
+    assert "secrets_operator_leader" in metrics
+    assert "secrets_operator_writes_total" in metrics
+    forms = {CANARY, base64.b64encode(CANARY.encode()).decode()}
+    for pod in _ready_pods(world):
+        log = world.kubectl("-n", NAMESPACE, "logs", pod["metadata"]["name"])
+        lines = log.splitlines()
+        assert lines, pod["metadata"]["name"]
+        for line in lines:
+            assert isinstance(json.loads(line), dict), line
+        for form in forms:
+            assert form not in log
+    for form in forms:
+        assert form not in metrics
+
+
+def test_uninstall_removes_every_object_of_the_release_and_leaves_the_copies(installed: Shipped) -> None:
+    world = installed
+    world.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    kinds = (
+        "deployments,replicasets,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets",
+        "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings",
+    )
+
+    def gone() -> bool:
+        left = [world.kubectl("get", kind, "-A", "-l", selector, "-o", "name") for kind in kinds]
+        pods = world.kubectl("-n", NAMESPACE, "get", "pods", "-o", "name")
+        return not "".join(left).strip() and not pods.strip()
+
+    wait_until(gone, timeout=120, what="every object of the release to go")
+    copies = world.kubectl(
+        "get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=secrets-operator", "-o", "name"
+    )
+    assert copies.count(f"secret/{BLUEPRINT}") >= 5, "copies stay after uninstall, as documented"
