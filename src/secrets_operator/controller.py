@@ -20,9 +20,7 @@ Secret data never leaves the caches except in the body of a write to the API ser
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import logging
 import sys
 import time
@@ -31,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from secrets_operator import metrics
+from secrets_operator import metrics, redaction
 from secrets_operator.kube.client import JSON, ApiError, Kube
 from secrets_operator.kube.events import EventRecorder, ObjectRef
 from secrets_operator.kube.informer import Informer
@@ -89,19 +87,6 @@ def leadership_guard(budget: Callable[[], float | None]) -> Callable[[], float |
 
 class WrittenDifferentlyError(Exception):
     """The API server stored other data than the operator wrote (e.g. a mutating webhook)."""
-
-
-def _forms(value: str) -> list[str]:
-    """The shapes a data value can appear in inside a message: base64, the decoded text, and the
-    decoded text as escaped inside a JSON string (a PEM key's newlines become ``\\n``)."""
-    forms = [value] if len(value) >= 4 else []
-    try:
-        decoded = base64.b64decode(value, validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        return forms
-    if len(decoded) >= 4:
-        forms += [decoded, json.dumps(decoded)[1:-1]]
-    return forms
 
 
 # ---------------------------------------------------------------- trimming raw API objects
@@ -221,6 +206,10 @@ class Controller:
         # blueprint -> namespace -> state, for the copies gauge and for logging state changes once.
         self.states: dict[BlueprintRef, dict[str, CopyState]] = {ref: {} for ref in settings.blueprints}
         self.state_counts: dict[tuple[BlueprintRef, CopyState], int] = {}
+        self._redaction: tuple[tuple[tuple[BlueprintRef, str], ...], redaction.Redactor] = (
+            (),
+            redaction.Redactor(()),
+        )
 
         self.namespaces: Informer[NamespaceInfo] = Informer(
             kube,
@@ -416,22 +405,37 @@ class Controller:
     # -- writing
 
     def describe_error(self, exc: ApiError) -> str:
-        """An API error for a log line or `sync` output: redacted in full, then cut short."""
-        return self.redact(exc.describe())[: 200 + ApiError.MESSAGE_LIMIT]
+        """An API error for a log line or `sync` output: cut short, then redacted.
+
+        Cutting first bounds the cost (messages can be 64 KiB); it cannot let data through, since
+        redaction catches any run of a value's characters wherever it starts or ends.
+        """
+        limit = 200 + ApiError.MESSAGE_LIMIT
+        return self.redact(exc.describe()[: limit + redaction.FRAGMENT])[:limit]
 
     def redact(self, text: str) -> str:
-        """``text`` with every blueprint data value (base64 or decoded) replaced.
+        """``text`` without any fragment of a blueprint's data (see ``redaction``), and without
+        what a webhook or admission policy quoted (it may be a copy's old data, never read here).
 
         Server messages are ours to log, but an admission webhook's message could quote the
-        object it refused; nothing of a blueprint's data may reach a log line that way.
+        object it refused; nothing of a Secret's data may reach a log line that way.
         """
-        for blueprint in self.blueprints().values():
-            if blueprint is None:
-                continue
-            for value in blueprint.data.values():
-                for form in _forms(value):
-                    text = text.replace(form, "[redacted]")
-        return text
+        return redaction.drop_third_party_quotes(self._redactor().redact(text))
+
+    def _redactor(self) -> redaction.Redactor:
+        """One per set of blueprint versions: built at the first message that needs it."""
+        versions = tuple(
+            (ref, blueprint.hash) for ref, blueprint in self.blueprints().items() if blueprint is not None
+        )
+        if self._redaction[0] != versions:
+            values = [
+                value
+                for blueprint in self.blueprints().values()
+                if blueprint is not None
+                for value in blueprint.data.values()
+            ]
+            self._redaction = (versions, redaction.Redactor(values))
+        return self._redaction[1]
 
     async def _send(self, method: str, path: str, body: Any, content_type: str = "application/json") -> JSON:
         return await self.kube.request(

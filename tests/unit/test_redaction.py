@@ -1,20 +1,24 @@
 """No fragment of a blueprint's data may survive into a logged or printed API error message.
 
-An admission webhook that refuses a write may quote the object it refused; the writer redacts
-such messages before they are cut short and logged.
+An admission webhook that refuses a write may quote the object it refused, whole or in part, or
+the copy's old data; the writer redacts such messages before they are logged.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import time
 
 import pytest
+from _pytest.mark import ParameterSet
 from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator.controller import Controller, trim_blueprint
 from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.model import BlueprintRef
+from secrets_operator.redaction import FRAGMENT, Redactor, forms
 from secrets_operator.settings import load
 
 PEM = (
@@ -22,6 +26,20 @@ PEM = (
     + "CANARYkeymaterial0123456789abcdef" * 12
     + "\n-----END PRIVATE KEY-----\n"
 )
+B64 = base64.b64encode(PEM.encode()).decode()
+WEBHOOK = 'admission webhook "deny.example.com" denied the request: '
+
+
+def _survivors(shown: str, quoted: str) -> list[str]:
+    """Every piece of FRAGMENT characters of ``quoted`` still in ``shown``."""
+    fragments = {quoted[i : i + FRAGMENT] for i in range(len(quoted) - FRAGMENT + 1)}
+    return sorted(fragment for fragment in fragments if fragment in shown)
+
+
+def _error(message: str) -> ApiError:
+    return ApiError(
+        method="POST", path="/api/v1/namespaces/x/secrets", status=400, reason="BadRequest", message=message
+    )
 
 
 @pytest.fixture
@@ -31,7 +49,7 @@ async def controller(monkeypatch: pytest.MonkeyPatch) -> Controller:
         built = Controller(load(), Kube(api_client), identity="test")
     ref = BlueprintRef("certs", "tls")
     secret = {"metadata": {"name": "tls", "namespace": "certs"}, "type": "Opaque"}
-    secret["data"] = {"tls.key": base64.b64encode(PEM.encode()).decode()}
+    secret["data"] = {"tls.key": B64}
     built.blueprint_informers[ref].store["certs/tls"] = trim_blueprint(ref, secret)
     return built
 
@@ -39,7 +57,7 @@ async def controller(monkeypatch: pytest.MonkeyPatch) -> Controller:
 @pytest.mark.parametrize(
     "quoted",
     [
-        pytest.param(base64.b64encode(PEM.encode()).decode(), id="base64"),
+        pytest.param(B64, id="base64"),
         pytest.param(PEM, id="decoded"),
         pytest.param(json.dumps(PEM)[1:-1], id="json-escaped"),
     ],
@@ -61,6 +79,121 @@ async def test_webhook_message_quoting_secret_data_is_redacted_before_it_is_cut(
     assert not survivors, f"fragments of the Secret data survived: {survivors[:3]}"
     assert "[redacted]" in shown
     assert "deny.example.com" in shown  # the useful part of the message stays
+
+
+def _parts() -> list[ParameterSet]:
+    """Parts of every form of the value: its start, a middle piece, its end (what a webhook that
+    quotes only the first 120 characters, or a log line cut short, would show)."""
+    cases = []
+    for form_name, form in (("base64", B64), ("decoded", PEM), ("json-escaped", json.dumps(PEM)[1:-1])):
+        for where, part in (
+            ("start-120", form[:120]),
+            ("start-80", form[:80]),
+            ("middle-40", form[len(form) // 2 : len(form) // 2 + 40]),
+            ("middle-12", form[len(form) // 3 : len(form) // 3 + FRAGMENT]),
+            ("end-50", form[-50:]),
+        ):
+            cases.append(pytest.param(part, id=f"{form_name}-{where}"))
+    return cases
+
+
+@pytest.mark.parametrize("part", _parts())
+@pytest.mark.parametrize("quoting", ["bare", "quoted", "in-text"])
+async def test_a_part_of_a_value_is_redacted_wherever_it_starts_and_ends(
+    controller: Controller, part: str, quoting: str
+) -> None:
+    message = {
+        "bare": part,
+        "quoted": f'{WEBHOOK}data["tls.key"] starts with "{part}"',
+        "in-text": f"{WEBHOOK}value {part}... rejected by policy",
+    }[quoting]
+    shown = controller.describe_error(_error(message))
+    survivors = _survivors(shown, part)
+    assert not survivors, f"fragments of the Secret data survived: {survivors[:3]} in {shown!r}"
+    assert "[redacted]" in shown
+
+
+def test_two_parts_of_different_forms_next_to_each_other_are_both_redacted() -> None:
+    redactor = Redactor([B64])
+    text = "x " + B64[100:130] + PEM[200:230] + " y"
+    shown = redactor.redact(text)
+    assert not _survivors(shown, B64), shown
+    assert not _survivors(shown, PEM), shown
+    assert shown.startswith("x ")
+    assert shown.endswith(" y")
+
+
+def test_text_of_no_value_stays_exactly_as_it_was() -> None:
+    redactor = Redactor([B64, base64.b64encode(b"short").decode()])
+    text = 'secrets "tls" already exists; Operation cannot be fulfilled on secrets "tls": modified'
+    assert redactor.redact(text) == text
+    assert redactor.spans(text) == []
+
+
+def test_a_short_value_is_replaced_where_it_appears_whole() -> None:
+    redactor = Redactor([base64.b64encode(b"hunter2").decode()])
+    assert redactor.redact("the password hunter2 is weak") == "the password [redacted] is weak"
+
+
+def test_forms_of_a_value() -> None:
+    value = base64.b64encode("a\nbé!".encode()).decode()
+    assert forms(value) == [value, "a\nbé!", "a\\nb\\u00e9!", "a\\nbé!"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(f'{WEBHOOK}old value "p4ss-w0rd-of-the-old-copy" is still in use', id="double-quoted"),
+        pytest.param(
+            "ValidatingAdmissionPolicy 'no-reuse' with binding 'b' denied request: "
+            "oldObject.data.password == 'cDRzcy13MHJkLW9mLXRoZS1vbGQtY29weQ=='",
+            id="policy-single-quoted",
+        ),
+        pytest.param(
+            f"{WEBHOOK}data cDRzcy13MHJkLW9mLXRoZS1vbGQtY29weQ== may not be kept", id="unquoted-blob"
+        ),
+    ],
+)
+async def test_what_a_webhook_quotes_of_data_the_operator_never_saw_is_dropped(
+    controller: Controller, message: str
+) -> None:
+    """A copy's old data is not in the blueprint cache: the quoted part of a third party's message
+    goes, the wording of the API server and the explanation's plain words stay."""
+    shown = controller.describe_error(_error(message))
+    old = "p4ss-w0rd-of-the-old-copy"
+    assert old not in shown, shown
+    assert base64.b64encode(old.encode()).decode() not in shown, shown
+    assert "denied" in shown
+    assert "[redacted]" in shown
+
+
+async def test_the_servers_own_wording_keeps_its_quoted_names(controller: Controller) -> None:
+    message = (
+        'secrets "tls" is forbidden: User "system:serviceaccount:ops:secrets-operator" cannot patch'
+        ' resource "secrets" in API group "" in the namespace "team-a"'
+    )
+    assert controller.describe_error(_error(message)).endswith(message)
+
+
+def test_cost_of_a_message_against_a_1_mib_value() -> None:
+    """Values can be 1 MiB; a message of ApiError.MESSAGE_LIMIT + 200 characters is searched for
+    in blocks. Measured here, and bounded loosely so a slow machine does not fail it."""
+    value = base64.b64encode(base64.b64encode(os.urandom(768 * 1024))).decode()  # decodes to 1 MiB text
+    started = time.perf_counter()
+    redactor = Redactor([value])
+    built = time.perf_counter() - started
+    decoded = base64.b64decode(value).decode()
+    clean = (WEBHOOK + "the request carries a value that looks like a key, refused by policy x. " * 10)[:500]
+    leaking = (WEBHOOK + value[1000:1200] + " and " + decoded[5000:5200])[:500]
+    timings = {}
+    for name, text in (("clean", clean), ("leaking", leaking)):
+        started = time.perf_counter()
+        shown = redactor.redact(text)
+        timings[name] = time.perf_counter() - started
+        assert not _survivors(shown, value)
+        assert not _survivors(shown, decoded)
+    print(f"1 MiB value: forms built in {built * 1000:.0f} ms, redaction {timings}")
+    assert max(timings.values()) < 5
 
 
 async def test_plain_str_of_an_error_is_still_short(controller: Controller) -> None:
