@@ -14,12 +14,14 @@ These run in ``nox -s faults`` (part of plain ``nox``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
 import random
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -34,6 +36,14 @@ from tests.support import wait_for
 pytestmark = pytest.mark.faults
 
 SHORT_LEASE = {"lease_duration_seconds": "4", "renew_deadline_seconds": "3", "retry_period_seconds": "0.5"}
+RENEW_DEADLINE = float(SHORT_LEASE["renew_deadline_seconds"])
+#: A write the operator checked just before its deadline reaches its proxy a little later than
+#: that check, while a renewal reaches the proxy after the moment the operator counts it from:
+#: both skews favour the operator, by the time a request takes over loopback.
+IN_FLIGHT_SLACK = 0.05
+#: Between two blueprint updates while a Lease partition is on: the deposed leader keeps being
+#: given work right up to, and past, its renew deadline.
+WORK_INTERVAL = 0.2
 #: The least a fault lasts; it lasts longer (up to FAULT_HIT_TIMEOUT) until it has hit what it must.
 FAULT_SECONDS = 6.0
 FAULT_HIT_TIMEOUT = 45.0
@@ -202,7 +212,35 @@ async def test_operator_recovers_when_a_control_plane_component_restarts(
 
 
 def _secret_writes(proxy: FaultProxy) -> list[Write]:
-    return [write for write in proxy.writes if "/secrets" in write.path]
+    return _secret_writes_of(proxy.writes)
+
+
+def _renewals(proxy_writes: list[Write]) -> list[Write]:
+    """The Lease writes (acquire, renew) the API server accepted."""
+    return [write for write in proxy_writes if "/leases" in write.path and write.status in (200, 201)]
+
+
+def _writes_after_deadline(
+    proxy_writes: list[Write], *, cut: float, healed: float, renew_deadline: float = RENEW_DEADLINE
+) -> tuple[list[Write], float]:
+    """The Secret writes a replica cut off from the Lease alone (from ``cut`` to ``healed``) started
+    after it had to stop: later than the start of its last accepted Lease write plus RenewDeadline.
+
+    Returns those writes and that deadline. Both come from the replica's own proxy, which logs
+    every request's start on one clock; the Lease writes go through the same proxy.
+    """
+    renewed = [write.started for write in _renewals(proxy_writes) if write.started < healed]
+    deadline = (max(renewed) if renewed else cut) + renew_deadline
+    late = [
+        write
+        for write in _secret_writes_of(proxy_writes)
+        if cut <= write.started < healed and write.started > deadline + IN_FLIGHT_SLACK
+    ]
+    return late, deadline
+
+
+def _secret_writes_of(proxy_writes: list[Write]) -> list[Write]:
+    return [write for write in proxy_writes if "/secrets" in write.path]
 
 
 def _check_single_writer(logs: dict[str, list[Write]], transitions: int) -> int:
@@ -254,70 +292,146 @@ async def test_one_writer_through_twenty_partitions_kills_and_pauses(
     # A Lease partition cuts only the leader's requests to the Lease: it keeps reaching its
     # Secrets, so a deposed leader that went on writing would show in its proxy's log. In the
     # other disruptions it cannot (dropped, killed or frozen), so they only catch a standby that
-    # writes without a Lease transition.
-    disruptions = ["partition", "sigstop", "sigkill", "lease-partition"]
+    # writes without a Lease transition. In both Lease partitions, no Secret write of the deposed
+    # leader may start after its last renewal's start plus RenewDeadline (from its proxy's log).
+    # In "lease-partition" work keeps arriving all through the partition, so it is busy when the
+    # deadline passes. In "lease-partition-paused" it is frozen (idle) just before its deadline
+    # and woken just after, before anyone else may lead, to work that arrived meanwhile. Either
+    # way two things stop it on time: the elector cancels its workers at the deadline, and every
+    # write checks may_write() first; this catches a write that both let through (a guard broken
+    # alone is not caught, as the cancellation comes first, also on waking from a freeze).
+    disruptions = ["partition", "sigstop", "sigkill", "lease-partition", "lease-partition-paused"]
     namespaces: list[str] = []
 
     async def work_arrives(iteration: int) -> None:
         namespaces.append(await scenario.namespace(f"i{iteration}"))
         await scenario.update_blueprint({"auth": f"r{iteration + 1}"})
 
-    for iteration in range(20):
-        kind = disruptions[iteration % len(disruptions)]
-        current = await wait_for(leader, timeout=30, what="one leader", interval=0.05)
-        process, proxy = fleet[current]
-        # Disrupt a leader with nothing left to do. One frozen between its leadership check and
-        # sending a write would send it when it wakes: a Lease cannot fence that (operations.md).
-        await _exact_everywhere(scenario, namespaces, {"auth": f"r{iteration}"}, timeout=30)
+    async def keep_working(iteration: int) -> None:
+        for step in itertools.count():
+            await scenario.update_blueprint({"auth": f"r{iteration}-{step}"})
+            await anyio.sleep(WORK_INTERVAL)
 
-        async def idle(process: OperatorProcess = process) -> bool:
-            return (await process.metrics()).value("secrets_operator_queue_depth") == 0
+    async def work_through(scope: anyio.CancelScope, iteration: int) -> None:
+        with scope:
+            await keep_working(iteration)
 
-        await wait_for(idle, timeout=30, what=f"{current} to have nothing queued")
-        if kind == "partition":
-            proxy.blackhole = True
-            proxy.cut_watches()
-        elif kind == "lease-partition":
-            proxy.blackhole_path = "/leases"
-            proxy.blackhole = True
-            proxy.cut_watches("/leases")
-        elif kind == "sigstop":
-            process.send(signal.SIGSTOP)
-        else:
-            process.send(signal.SIGKILL)
-        if kind != "lease-partition":
-            # Work arrives while the leader is gone; a standby must take over and do it.
-            await work_arrives(iteration)
-        await wait_for(
-            lambda current=current: _other_leads(fleet, current),  # type: ignore[misc]
-            timeout=30,
-            what=f"another replica to lead ({kind})",
-            interval=0.05,
-        )
-        if kind == "lease-partition":
-            # Work arrives once another leads, seen by the deposed leader's informers as well.
-            assert proxy.open_watches("/secrets") >= 1, f"{current} lost its Secret watches too"
-            await work_arrives(iteration)
-        await scenario.wait_copy(namespaces[-1], {"auth": f"r{iteration + 1}"}, timeout=30)
-        if kind in ("partition", "lease-partition"):
-            proxy.heal()
-        elif kind == "sigstop":
-            process.send(signal.SIGCONT)
-        else:
-            await process.wait_exit()
-            del fleet[current]
-            await add_replica()
-        print(f"iteration {iteration}: {kind} of {current} survived")
+    # (replica, disruption, its proxy, when its Lease was cut off, when that was healed)
+    lease_cuts: list[tuple[str, str, FaultProxy, float, float]] = []
+
+    async with anyio.create_task_group() as background:
+        for iteration in range(20):
+            kind = disruptions[iteration % len(disruptions)]
+            current = await wait_for(leader, timeout=30, what="one leader", interval=0.05)
+            process, proxy = fleet[current]
+            # Disrupt a leader with nothing left to do. One frozen between its leadership check and
+            # sending a write would send it when it wakes: a Lease cannot fence that (operations.md).
+            await _exact_everywhere(scenario, namespaces, {"auth": f"r{iteration}"}, timeout=30)
+
+            async def idle(process: OperatorProcess = process) -> bool:
+                return (await process.metrics()).value("secrets_operator_queue_depth") == 0
+
+            await wait_for(idle, timeout=30, what=f"{current} to have nothing queued")
+            working = None
+            lease_only = kind.startswith("lease-partition")
+            if kind == "lease-partition":
+                # Work keeps arriving through the whole partition, before and after the renew
+                # deadline: only the write guard (may_write) can stop the deposed leader's writes
+                # between that deadline and the moment its workers are cancelled.
+                working = anyio.CancelScope()
+                background.start_soon(work_through, working, iteration)
+                await anyio.sleep(3 * WORK_INTERVAL)  # the leader is busy when the cut comes
+            cut = time.monotonic()
+            if kind == "partition":
+                proxy.blackhole = True
+                proxy.cut_watches()
+            elif lease_only:
+                proxy.blackhole_path = "/leases"
+                proxy.blackhole = True
+                proxy.cut_watches("/leases")
+                if kind == "lease-partition-paused":
+                    working = anyio.CancelScope()
+                    start = functools.partial(background.start_soon, work_through, working, iteration)
+                    await _pause_across_the_deadline(process, proxy, cut, start)
+            elif kind == "sigstop":
+                process.send(signal.SIGSTOP)
+            else:
+                process.send(signal.SIGKILL)
+            if not lease_only:
+                # Work arrives while the leader is gone; a standby must take over and do it.
+                await work_arrives(iteration)
+            await wait_for(
+                lambda current=current: _other_leads(fleet, current),  # type: ignore[misc]
+                timeout=30,
+                what=f"another replica to lead ({kind})",
+                interval=0.05,
+            )
+            if lease_only:
+                # Work arrives once another leads, seen by the deposed leader's informers as well.
+                assert proxy.open_watches("/secrets") >= 1, f"{current} lost its Secret watches too"
+                await anyio.sleep(1.0)  # still more work while the deposed leader sees it
+                assert working is not None
+                working.cancel()
+                await work_arrives(iteration)
+            await scenario.wait_copy(namespaces[-1], {"auth": f"r{iteration + 1}"}, timeout=30)
+            if kind == "partition" or lease_only:
+                proxy.heal()
+                if lease_only:
+                    lease_cuts.append((current, kind, proxy, cut, time.monotonic()))
+            elif kind == "sigstop":
+                process.send(signal.SIGCONT)
+            else:
+                await process.wait_exit()
+                del fleet[current]
+                await add_replica()
+            print(f"iteration {iteration}: {kind} of {current} survived")
 
     await _exact_everywhere(scenario, namespaces, {"auth": "r20"}, timeout=30)
     lease = await client.CoordinationV1Api(scenario.api).read_namespaced_lease(scenario.prefix, "default")
     # Every replica that ever ran, killed ones included, each seen through its own proxy.
     logs = {name: _secret_writes(proxy) for name, proxy in every_proxy.items()}
+    # A replica cut off from the Lease alone still reaches its Secrets, and had work all along:
+    # none of its writes may start after its renew deadline.
+    for name, kind, proxy, cut, healed in lease_cuts:
+        late, deadline = _writes_after_deadline(proxy.writes, cut=cut, healed=healed)
+        assert not late, (
+            f"{name} started {len(late)} Secret writes after its renew deadline (cut off from the"
+            f" Lease at {cut:.3f}, deadline {deadline:.3f}): "
+            + ", ".join(
+                f"{w.method} {w.path} at {w.started:.3f} ({w.started - deadline:+.3f} s)" for w in late[:3]
+            )
+        )
+        before = [w for w in _secret_writes_of(proxy.writes) if cut <= w.started <= deadline]
+        if kind == "lease-partition":  # the paused one is idle until it is frozen
+            assert before, (
+                f"{name} wrote no Secret between the Lease cut and its deadline: no work reached it"
+            )
+        print(f"{kind} of {name}: {len(before)} Secret writes between the cut and its deadline, none after")
     switches = _check_single_writer(logs, lease.spec.lease_transitions or 0)
     print(f"20 disruptions: {switches} writer switches, {lease.spec.lease_transitions} lease transitions")
     for name, (process, _) in fleet.items():
         assert process.popen is not None
         assert process.popen.poll() is None, f"replica {name} crashed"
+
+
+async def _pause_across_the_deadline(
+    process: OperatorProcess, proxy: FaultProxy, cut: float, start_work: Callable[[], object]
+) -> None:
+    """Freeze a replica cut off from the Lease (and idle) just before its renew deadline and wake
+    it just after, while its Lease cannot yet have expired for anyone else (LeaseDuration >
+    RenewDeadline): it wakes to work that arrived meanwhile, with no one else writing it yet.
+
+    Frozen while idle, it cannot be caught between its leadership check and sending a write.
+    """
+    renewed = [write.started for write in _renewals(proxy.writes)]
+    deadline = (max(renewed) if renewed else cut) + RENEW_DEADLINE
+    await anyio.sleep(max(0.0, deadline - 0.2 - time.monotonic()))
+    process.send(signal.SIGSTOP)
+    start_work()  # work arrives while it is frozen
+    # Wake it in the middle of the second
+    # between its renew deadline and the earliest moment another replica may take the Lease.
+    await anyio.sleep(max(0.0, deadline + 0.4 - time.monotonic()))
+    process.send(signal.SIGCONT)
 
 
 async def _other_leads(fleet: dict[str, tuple[OperatorProcess, FaultProxy]], current: str) -> bool:
@@ -473,3 +587,20 @@ def test_single_writer_check_catches_split_brain() -> None:
         _check_single_writer({"a": [write(0, 3)], "b": [write(1, 2)]}, transitions=5)
     with pytest.raises(AssertionError, match="the Lease only"):
         _check_single_writer({"a": [write(0, 1), write(4, 5)], "b": [write(2, 3)]}, transitions=1)
+
+
+def test_deadline_check_catches_a_write_after_the_renew_deadline() -> None:
+    """The check of Lease partitions above must be able to fail, too."""
+
+    def write(path: str, start: float, status: int = 200) -> Write:
+        return Write(started=start, finished=start + 0.01, method="PATCH", path=path, status=status)
+
+    lease = "/apis/coordination.k8s.io/v1/namespaces/default/leases/x"
+    secret = "/api/v1/namespaces/a/secrets/y"
+    writes = [write(lease, 10.0), write(lease, 10.5), write(lease, 11.0, status=0), write(secret, 13.4)]
+    assert _writes_after_deadline(writes, cut=10.6, healed=20.0) == ([], 13.5)
+    late, deadline = _writes_after_deadline([*writes, write(secret, 13.6)], cut=10.6, healed=20.0)
+    assert [w.started for w in late] == [13.6]
+    assert deadline == 13.5
+    # Writes before the cut or after the heal are not the deposed leader's.
+    assert _writes_after_deadline([*writes, write(secret, 21.0)], cut=10.6, healed=20.0)[0] == []
