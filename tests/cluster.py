@@ -565,7 +565,7 @@ def _state_path(state_dir: Path) -> Path:
     return state_dir / "state.json"
 
 
-def _read_state(state_dir: Path) -> dict[str, Any] | None:
+def read_state(state_dir: Path) -> dict[str, Any] | None:
     try:
         state: dict[str, Any] = json.loads(_state_path(state_dir).read_text())
     except (OSError, ValueError):
@@ -623,18 +623,18 @@ def _serve(state_dir: Path) -> int:
     return 0
 
 
-def up(state_dir: Path, *, timeout: float = 120.0) -> int:
-    state = _read_state(state_dir)
-    if state is not None:
-        print(f"control plane already running at {state['server']} (kubeconfig: {state['kubeconfig']})")
-        return 0
-    binaries()  # build in the foreground, with progress, before detaching
+def start_daemon(module: str, state_dir: Path, *, timeout: float, what: str) -> dict[str, Any] | None:
+    """Run ``python -m <module> serve --dir <state_dir>`` detached; its state once it is ready.
+
+    The daemon writes ``state.json`` (with its pid) when ready and removes it when it stops; on
+    failure, its log's tail is printed and None returned.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     _state_path(state_dir).unlink(missing_ok=True)
     log = state_dir / "supervisor.log"
     with log.open("w") as handle:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster", "serve", "--dir", str(state_dir)],
+            [sys.executable, "-m", module, "serve", "--dir", str(state_dir)],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=handle,
@@ -643,25 +643,23 @@ def up(state_dir: Path, *, timeout: float = 120.0) -> int:
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = _read_state(state_dir)
+        state = read_state(state_dir)
         if state is not None:
-            print(f"control plane running at {state['server']} (started in {state['startup_seconds']} s)")
-            print(f"kubeconfig: {state['kubeconfig']}")
-            print(f"  kubectl --kubeconfig {os.path.relpath(state['kubeconfig'])} get namespaces")
-            return 0
+            return state
         if daemon.poll() is not None:
-            print(f"control plane failed to start; {log}:\n{_tail(log)}", file=sys.stderr)
-            return 1
+            print(f"{what} failed to start; {log}:\n{_tail(log)}", file=sys.stderr)
+            return None
         time.sleep(0.2)
     daemon.terminate()
-    print(f"control plane did not start within {timeout:.0f} s; see {log}", file=sys.stderr)
-    return 1
+    print(f"{what} did not start within {timeout:.0f} s; see {log}", file=sys.stderr)
+    return None
 
 
-def down(state_dir: Path, *, timeout: float = 30.0) -> int:
-    state = _read_state(state_dir)
+def stop_daemon(state_dir: Path, *, timeout: float, what: str) -> int:
+    """SIGTERM the daemon of ``state_dir`` and wait for it; SIGKILL its group after ``timeout``."""
+    state = read_state(state_dir)
     if state is None:
-        print("no control plane is running")
+        print(f"no {what} is running")
         return 0
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
@@ -670,16 +668,35 @@ def down(state_dir: Path, *, timeout: float = 30.0) -> int:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            print("control plane stopped")
+            print(f"{what} stopped")
             return 0
         time.sleep(0.1)
     os.killpg(pid, signal.SIGKILL)
-    print("control plane did not stop in time and was killed", file=sys.stderr)
+    print(f"{what} did not stop in time and was killed", file=sys.stderr)
     return 1
 
 
+def up(state_dir: Path, *, timeout: float = 120.0) -> int:
+    state = read_state(state_dir)
+    if state is not None:
+        print(f"control plane already running at {state['server']} (kubeconfig: {state['kubeconfig']})")
+        return 0
+    binaries()  # build in the foreground, with progress, before detaching
+    state = start_daemon("tests.cluster", state_dir, timeout=timeout, what="control plane")
+    if state is None:
+        return 1
+    print(f"control plane running at {state['server']} (started in {state['startup_seconds']} s)")
+    print(f"kubeconfig: {state['kubeconfig']}")
+    print(f"  kubectl --kubeconfig {os.path.relpath(state['kubeconfig'])} get namespaces")
+    return 0
+
+
+def down(state_dir: Path, *, timeout: float = 30.0) -> int:
+    return stop_daemon(state_dir, timeout=timeout, what="control plane")
+
+
 def status(state_dir: Path) -> int:
-    state = _read_state(state_dir)
+    state = read_state(state_dir)
     if state is None:
         print("no control plane is running")
         return 1

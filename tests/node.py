@@ -49,6 +49,9 @@ from tests.cluster import (
     _wait_until,
     free_port,
     kubeconfig,
+    read_state,
+    start_daemon,
+    stop_daemon,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -717,15 +720,6 @@ def _serve(state_dir: Path) -> int:
     return 0
 
 
-def _running_state(state_dir: Path) -> dict[str, object] | None:
-    try:
-        found: dict[str, object] = json.loads((state_dir / "state.json").read_text())
-        os.kill(int(str(found["pid"])), 0)
-    except (OSError, ValueError, KeyError):
-        return None
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a developer's command
     parser = argparse.ArgumentParser(
         prog="python -m tests.node",
@@ -742,47 +736,23 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a develope
         return 0
     if args.command == "serve":
         return _serve(state_dir)
-    found = _running_state(state_dir)
+    found = read_state(state_dir)
     if args.command == "status":
         print(json.dumps(found, indent=2) if found else "no node is running")
         return 0 if found else 1
     if args.command == "down":
-        if found is None:
-            print("no node is running")
-            return 0
-        os.kill(int(str(found["pid"])), signal.SIGTERM)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _running_state(state_dir) is not None:
-            time.sleep(0.2)
-        print("node stopped")
-        return 0
+        return stop_daemon(state_dir, timeout=120, what="node")
     if found is not None:
         print(f"node already running: {json.dumps(found)}")
         return 0
     ensure_packages()
     node_binaries()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = state_dir / "supervisor.log"
-    with log.open("w") as handle:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "tests.node", "serve", "--dir", str(state_dir)],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        found = _running_state(state_dir)
-        if found is not None:
-            print(f"node {found['node']} ready; kubeconfig: {found['kubeconfig']}")
-            print(f"registry: {found['registry']} (plain HTTP); docker: DOCKER_HOST={found['docker']}")
-            return 0
-        if daemon.poll() is not None:
-            print(f"the node failed to start; see {log}:\n{log.read_text()[-3000:]}", file=sys.stderr)
-            return 1
-        time.sleep(0.5)
-    daemon.terminate()
-    print(f"the node did not start within 300 s; see {log}", file=sys.stderr)
-    return 1
+    found = start_daemon("tests.node", state_dir, timeout=300, what="node")
+    if found is None:
+        return 1
+    print(f"node {found['node']} ready; kubeconfig: {found['kubeconfig']}")
+    print(f"registry: {found['registry']} (plain HTTP); docker: DOCKER_HOST={found['docker']}")
+    return 0
 
 
 if __name__ == "__main__":
