@@ -131,9 +131,19 @@ class Kube:
 
     @classmethod
     async def connect(
-        cls, *, kubeconfig: str | None = None, qps: float = 50, burst: int = 100, max_connections: int = 64
+        cls,
+        *,
+        kubeconfig: str | None = None,
+        qps: float = 50,
+        burst: int = 100,
+        max_connections: int = 64,
+        user_agent: str = "secrets-operator",
     ) -> Kube:
-        """In-cluster configuration in a Pod, else ``kubeconfig`` / KUBECONFIG / ~/.kube/config."""
+        """In-cluster configuration in a Pod, else ``kubeconfig`` / KUBECONFIG / ~/.kube/config.
+
+        Each Kube has its own token bucket and connection pool: a part that must never wait
+        behind the others' traffic (leader election) connects on its own.
+        """
         configuration = Configuration()
         try:
             if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -148,7 +158,7 @@ class Kube:
             ) from None
         configuration.connection_pool_maxsize = max_connections
         api_client = ApiClient(configuration=configuration)
-        api_client.user_agent = "secrets-operator"
+        api_client.user_agent = user_agent
         _resolve_proxy_once(api_client)
         return cls(api_client, qps=qps, burst=burst)
 

@@ -12,6 +12,7 @@
   other replica may consider the Lease expired.
 - On a graceful stop the leader's work is cancelled first, then the Lease is released
   (holder empty, duration 1 s).
+- The elector is given a Kube of its own (``CLIENT_*``): renewals never queue behind writes.
 - Unlike client-go, candidates also *watch* the Lease: a release is seen within milliseconds,
   and an expiry is acted on at the exact moment it happens rather than at the next poll.
 
@@ -39,6 +40,16 @@ from secrets_operator.kube.informer import Informer
 log = logging.getLogger(__name__)
 
 MICROTIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+#: Leader election's own client budget. As controller-runtime gives leader election a client of
+#: its own, the elector gets its own Kube (token bucket and connection pool): a renewal must never
+#: wait behind a fan-out of writes at the shared API_QPS, which would delay it past RenewDeadline.
+#: Its own traffic is one watch plus at most one request at a time, about one per RetryPeriod
+#: (four while renewals fail); this bucket only stops a runaway loop.
+CLIENT_QPS = 5.0
+CLIENT_BURST = 10
+CLIENT_CONNECTIONS = 4
+CLIENT_USER_AGENT = "secrets-operator/leader-election"
 Clock = Callable[[], float]
 Attempt = Literal["acquired", "held", "failed"]
 WallClock = Callable[[], datetime.datetime]
