@@ -19,7 +19,9 @@ failures the operator must survive:
 - ``hold_writes``: keep writes (POST/PUT/PATCH/DELETE, whose path contains ``hold_writes_path``)
   waiting until ``release_writes()``; ``held_writes`` counts those that were held.
 
-Every write that reaches the API server is logged with its time and outcome, so tests can
+Every request is logged in ``seen`` (method, path and query string, in arrival order), so tests
+can check how the operator asks (e.g. which resourceVersion its LISTs carry). Every write that
+reaches the API server is logged with its time and outcome, so tests can
 check who wrote when. Every fault served is counted in ``injected`` (and cut watch streams in
 ``watches_cut``), so a test can assert that a fault actually hit what it meant to hit.
 """
@@ -115,6 +117,7 @@ class FaultProxy:
         self.writes: list[Write] = []
         self.injected: list[Injected] = []
         self.requests = 0
+        self.seen: list[tuple[str, str]] = []  # (method, path with query string) of every request
         self.watches_served = 0
         self.watches_cut = 0
         self._watch_responses: dict[web.StreamResponse, str] = {}  # open stream -> request path
@@ -210,6 +213,7 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.seen.append((request.method, request.path_qs))
         is_watch = request.query.get("watch") in ("true", "1")
         if self.blackhole and self.blackhole_path in request.path:
             # Never answer; once healed, drop the connection the way a partition's connections

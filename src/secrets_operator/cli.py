@@ -22,6 +22,7 @@ from pydantic_core import PydanticUndefined
 
 from secrets_operator import __version__, logs, metrics, web
 from secrets_operator.controller import Controller, WrittenDifferentlyError, leadership_guard
+from secrets_operator.kube import leases
 from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.kube.leases import LeaderElector
 from secrets_operator.model import CopyState
@@ -113,8 +114,9 @@ async def _serve_signals(scope: anyio.CancelScope) -> None:
 
 async def run(settings: Settings) -> int:
     identity = settings.resolved_identity()
-    # Every informer holds one connection for its watch; writes and Lease renewals need their own.
-    watches = 1 + 2 * len(settings.blueprints) + (1 if settings.leader_election else 0)
+    # Every informer holds one connection for its watch; writes need their own. Leader election
+    # has a client of its own (leases.CLIENT_*): renewals never queue behind a fan-out.
+    watches = 1 + 2 * len(settings.blueprints)
     kube = await Kube.connect(
         qps=settings.api_qps,
         burst=settings.api_burst,
@@ -122,9 +124,16 @@ async def run(settings: Settings) -> int:
     )
     controller = Controller(settings, kube, identity=identity)
     elector: LeaderElector | None = None
+    lease_kube: Kube | None = None
     if settings.leader_election:
+        lease_kube = await Kube.connect(
+            qps=leases.CLIENT_QPS,
+            burst=leases.CLIENT_BURST,
+            max_connections=leases.CLIENT_CONNECTIONS,
+            user_agent=leases.CLIENT_USER_AGENT,
+        )
         elector = LeaderElector(
-            kube,
+            lease_kube,
             namespace=settings.resolved_lease_namespace(),
             name=settings.lease_name,
             identity=identity,
@@ -177,6 +186,8 @@ async def run(settings: Settings) -> int:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
             await kube.close()
+            if lease_kube is not None:
+                await lease_kube.close()
     log.info("stopped")
     return 0
 

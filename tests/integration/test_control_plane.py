@@ -122,3 +122,46 @@ async def test_namespace_watch_delivers_added_event(api: ApiClient) -> None:
         with anyio.fail_after(20):
             await seen.wait()
     await core.delete_namespace(name)
+
+
+async def _served_from_cache(api: ApiClient, resource: str) -> float:
+    """kube-apiserver's count of LISTs of ``resource`` (core group) served from its watch cache."""
+    response = await api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False)
+    text = (await response.read()).decode()
+    response.release()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("apiserver_cache_list_total{")
+        and 'group=""' in line
+        and f'resource="{resource}"' in line
+    )
+
+
+async def test_the_server_lists_from_its_watch_cache_whole_at_version_0_and_in_pages_when_not_older_than(
+    cluster: Cluster, api: ApiClient, namespace: str
+) -> None:
+    """What the informer's LISTs rely on (kube/informer.py, docs/architecture.md "Watching")."""
+    if cluster.plane is None:
+        pytest.skip("an external cluster runs whatever version it runs")
+    core = client.CoreV1Api(api)
+    for name in ("a", "b", "c"):
+        await core.create_namespaced_secret(
+            namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"k": "v"})
+        )
+
+    before = await _served_from_cache(api, "secrets")
+    whole = await core.list_namespaced_secret(namespace, resource_version="0", limit=1)
+    assert await _served_from_cache(api, "secrets") == before + 1
+    assert len(whole.items) == 3  # the cache ignores limit at version 0
+    assert not whole.metadata._continue
+
+    version = whole.metadata.resource_version
+    before = await _served_from_cache(api, "secrets")
+    paged = await core.list_namespaced_secret(
+        namespace, resource_version=version, resource_version_match="NotOlderThan", limit=1
+    )
+    assert await _served_from_cache(api, "secrets") == before + 1
+    assert len(paged.items) == 1  # v1.34+: pages cut from the cache
+    assert paged.metadata._continue
+    assert int(paged.metadata.resource_version) >= int(version)

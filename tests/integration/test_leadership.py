@@ -8,6 +8,7 @@ could have expired, a killed leader's Lease only once it has.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import signal
 import time
@@ -257,3 +258,29 @@ async def test_a_leader_whose_last_renewal_went_unanswered_still_releases_the_le
     finally:
         await kube.close()
         await lease_api.delete_namespaced_lease(scenario.prefix, "default")
+
+
+async def test_lease_renewals_go_out_on_time_while_writes_wait_for_the_shared_rate_limit(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """At API_QPS=1 a fan-out to 20 namespaces keeps 16 writers queued for tokens for about
+    20 s. Renewals must not queue behind them: the leader renews every RetryPeriod throughout,
+    and never loses the Lease (a renewal waiting its turn would miss the 3 s renew deadline)."""
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"q{i}") for i in range(20)]
+    proxy = await proxies("a")
+    leader = scenario.operator_via(proxy, "a", api_qps="1", api_burst="1", **SHORT_LEASE)
+    await wait_for(leader.is_leader, timeout=40, what="replica a to lead")
+    since = time.monotonic()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD, timeout=60)
+    finished = time.monotonic()
+    assert finished - since > 10, "the fan-out was not slowed down by the rate limit: nothing proven"
+
+    renewals = [since, *(at for at in _lease_renewals(proxy) if at > since), finished]
+    worst = max(later - earlier for earlier, later in itertools.pairwise(renewals))
+    print(f"fan-out {finished - since:.1f} s at API_QPS=1; longest gap between Lease renewals {worst:.2f} s")
+    metrics = await leader.metrics()
+    assert metrics.value("secrets_operator_leadership_changes_total", event="lost") == 0
+    # RetryPeriod 0.5 s; the renew deadline is 3 s.
+    assert worst < 1.5, f"a Lease renewal waited {worst:.2f} s"

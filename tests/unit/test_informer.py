@@ -41,6 +41,7 @@ class ScriptedKube:
     def __init__(self, *steps: tuple[Any, ...]) -> None:
         self.steps = list(steps)
         self.calls: list[str] = []
+        self.lists: list[tuple[dict[str, str], int]] = []  # each LIST's query and page size
 
     def _next(self, call: str) -> tuple[Any, ...]:
         self.calls.append(call)
@@ -51,6 +52,7 @@ class ScriptedKube:
         return step
 
     async def list_pages(self, path: str, *, query: Any, page_size: int) -> AsyncIterator[JSON]:
+        self.lists.append((dict(query), page_size))
         _, items = self._next("list")
         yield {"metadata": {"resourceVersion": "1"}, "items": items}
 
@@ -132,3 +134,85 @@ async def test_repeated_410s_keep_backing_off_even_after_streams_that_delivered_
     # The backoff doubles (0.8 s, then 1.6 s, each with up to 50% jitter) instead of starting
     # over at every stream that delivered something before its 410.
     assert sleeps[1] >= 1.6, sleeps
+
+
+async def test_the_first_list_is_served_from_the_watch_cache_and_a_relist_is_never_older_than_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = ScriptedKube(
+        ("list", []),
+        ("watch", [added("b", "7"), gone()], None),
+        ("list", []),
+    )
+    await play(kube, monkeypatch)
+    (first, first_page_size), (relist, relist_page_size) = kube.lists
+    # resourceVersion=0: any version, from the watch cache (which ignores limit then).
+    assert first == {"resourceVersion": "0"}
+    assert first_page_size > 0
+    # After the 410: not older than the last version seen, without limit, which older servers
+    # would send to etcd.
+    assert relist == {"resourceVersion": "7", "resourceVersionMatch": "NotOlderThan"}
+    assert relist_page_size == 0
+
+
+class PagedKube(Kube):
+    """A Kube whose requests are answered by a function of the query (pages, or errors)."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__(cast(Any, None))
+        self.answer = answer
+        self.queries: list[dict[str, str]] = []
+
+    async def request(self, method: str, path: str, *, query: Any = (), **_: Any) -> JSON:
+        self.queries.append(dict(query))
+        return cast(JSON, self.answer(dict(query)))
+
+
+def expired(query: dict[str, str]) -> ApiError:
+    return ApiError(method="GET", path="/x", status=410, reason="Expired", message="continue token expired")
+
+
+def item(name: str) -> JSON:
+    return {"metadata": {"name": name}}
+
+
+async def test_an_expired_continue_token_falls_back_to_a_full_list_in_one_piece() -> None:
+    def answer(query: dict[str, str]) -> JSON:
+        if "continue" in query:
+            raise expired(query)
+        if "limit" in query:
+            return {"metadata": {"resourceVersion": "5", "continue": "page-2"}, "items": [item("a")]}
+        return {"metadata": {"resourceVersion": "9"}, "items": [item("a"), item("b"), item("c")]}
+
+    kube = PagedKube(answer)
+    informer: Informer[str] = Informer(kube, name="test", path="/x", trim=lambda obj: obj["metadata"]["name"])
+    informer.resource_version = "4"
+    informer._paginated = True  # a server without a watch cache for this collection: it pages
+
+    await informer._relist()
+
+    not_older = {"resourceVersion": "4", "resourceVersionMatch": "NotOlderThan"}
+    assert kube.queries == [
+        {**not_older, "limit": "500"},
+        {**not_older, "limit": "500", "continue": "page-2"},
+        {**not_older},  # the whole list, in one piece
+    ]
+    assert sorted(informer.store) == ["a", "b", "c"]
+    assert informer.resource_version == "9"
+
+
+async def test_a_resource_version_the_server_no_longer_has_falls_back_to_a_consistent_list() -> None:
+    def answer(query: dict[str, str]) -> JSON:
+        if query.get("resourceVersion"):
+            raise expired(query)
+        return {"metadata": {"resourceVersion": "12"}, "items": [item("a")]}
+
+    kube = PagedKube(answer)
+    informer: Informer[str] = Informer(kube, name="test", path="/x", trim=lambda obj: obj["metadata"]["name"])
+    informer.resource_version = "4"
+
+    await informer._relist()
+
+    assert kube.queries[-1] == {"limit": "500"}
+    assert list(informer.store) == ["a"]
+    assert informer.resource_version == "12"

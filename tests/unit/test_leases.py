@@ -452,17 +452,33 @@ async def test_a_leader_may_write_until_the_renew_deadline_counted_from_the_star
 
     assert clock.now == started + 1.0
     assert candidate.may_write() is True
-    # A write may last until the Lease could expire for others, 15 s after the request *started*.
-    assert candidate.write_budget() == pytest.approx(14.0)
+    # A write may last until the renew deadline, 10 s after the renewal request *started*.
+    assert candidate.write_budget() == pytest.approx(9.0)
     clock.now = started + 9.999
     assert candidate.may_write() is True
-    assert candidate.write_budget() == pytest.approx(5.001)
+    assert candidate.write_budget() == pytest.approx(0.001)
     clock.now = started + 10.0  # the renew deadline, not 10 s after the answer came
     assert candidate.may_write() is False
     assert candidate.write_budget() is None
     clock.now = started + 14.0  # past the deadline though the Lease has not expired yet
     assert candidate.may_write() is False
     assert candidate.write_budget() is None
+
+
+async def test_a_write_started_just_before_the_renew_deadline_must_end_by_that_deadline() -> None:
+    candidate, clock, _ = leader_with_clock()
+    started = clock.now
+    assert (await candidate._attempt())[0] == "acquired"
+    candidate.leading = True
+
+    # The renewals keep failing; a write starts 1 ms before the renew deadline. The margin
+    # LeaseDuration - RenewDeadline exists for clock skew between replicas: a write in flight
+    # must not spend it, so it gets at most the 1 ms left, never the 5 s until the Lease expires.
+    clock.now = started + 9.999
+    budget = candidate.write_budget()
+    assert budget is not None
+    assert budget == pytest.approx(0.001)
+    assert clock.now + budget <= started + candidate.renew_deadline
 
 
 async def test_a_failed_renewal_does_not_move_the_deadline_and_a_successful_one_does() -> None:
@@ -481,7 +497,7 @@ async def test_a_failed_renewal_does_not_move_the_deadline_and_a_successful_one_
     api.fail_with = None
     assert (await candidate._attempt())[0] == "acquired"
     assert candidate.may_write() is True
-    assert candidate.write_budget() == pytest.approx(15.0)
+    assert candidate.write_budget() == pytest.approx(10.0)
     clock.now = started + 19.999
     assert candidate.may_write() is True
     clock.now = started + 20

@@ -64,6 +64,24 @@ class ApiError(Exception):
         return self.status == 410 or self.reason == "Expired"
 
 
+class ContinueExpiredError(ApiError):
+    """A paginated LIST's ``continue`` token expired (410) after its first page.
+
+    The server no longer holds the snapshot the pages were cut from: the pages already received
+    are no consistent list any more, and the caller must list again from the start.
+    """
+
+
+def resource_version_unavailable(exc: ApiError) -> bool:
+    """Whether a LIST failed because of the resourceVersion it asked for, not the server's health.
+
+    410 Expired: older than the server (or etcd) still holds. 504 "Too large resource version":
+    newer than the server's watch cache, which did not catch up within its wait. client-go's
+    reflector answers both by listing again with no resourceVersion (a consistent read).
+    """
+    return exc.is_gone or (exc.status == 504 and "too large resource version" in exc.message.lower())
+
+
 class RateLimiter:
     """Token bucket: ``burst`` requests at once, refilled at ``qps`` per second."""
 
@@ -131,9 +149,19 @@ class Kube:
 
     @classmethod
     async def connect(
-        cls, *, kubeconfig: str | None = None, qps: float = 50, burst: int = 100, max_connections: int = 64
+        cls,
+        *,
+        kubeconfig: str | None = None,
+        qps: float = 50,
+        burst: int = 100,
+        max_connections: int = 64,
+        user_agent: str = "secrets-operator",
     ) -> Kube:
-        """In-cluster configuration in a Pod, else ``kubeconfig`` / KUBECONFIG / ~/.kube/config."""
+        """In-cluster configuration in a Pod, else ``kubeconfig`` / KUBECONFIG / ~/.kube/config.
+
+        Each Kube has its own token bucket and connection pool: a part that must never wait
+        behind the others' traffic (leader election) connects on its own.
+        """
         configuration = Configuration()
         try:
             if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -148,7 +176,7 @@ class Kube:
             ) from None
         configuration.connection_pool_maxsize = max_connections
         api_client = ApiClient(configuration=configuration)
-        api_client.user_agent = "secrets-operator"
+        api_client.user_agent = user_agent
         _resolve_proxy_once(api_client)
         return cls(api_client, qps=qps, burst=burst)
 
@@ -253,13 +281,27 @@ class Kube:
         return result
 
     async def list_pages(self, path: str, *, query: Query = (), page_size: int = 500) -> AsyncIterator[JSON]:
-        """Every page of a paginated LIST (``limit`` + ``continue``)."""
+        """Every page of a paginated LIST (``limit`` + ``continue``); one piece if ``page_size`` is 0.
+
+        A continuation answered with 410 raises :class:`ContinueExpiredError`.
+        """
         token = ""
         while True:
-            page_query = [*query, ("limit", str(page_size))]
+            page_query = [*query, ("limit", str(page_size))] if page_size > 0 else [*query]
             if token:
                 page_query.append(("continue", token))
-            page = await self.request("GET", path, query=page_query)
+            try:
+                page = await self.request("GET", path, query=page_query)
+            except ApiError as exc:
+                if not (token and exc.is_gone):
+                    raise
+                raise ContinueExpiredError(
+                    method=exc.method,
+                    path=exc.path,
+                    status=exc.status,
+                    reason=exc.reason,
+                    message=exc.message,
+                ) from None
             yield page
             token = page.get("metadata", {}).get("continue", "")
             if not token:

@@ -1,6 +1,8 @@
 """List+watch into a trimmed in-memory cache, the way client-go's reflector does it.
 
-1. LIST (paginated), remember the list's resourceVersion, replace the cache, and report every
+1. LIST from the API server's watch cache (see ``_relist``: ``resourceVersion=0`` first, then
+   not older than the last one seen; never a quorum read from etcd unless those are
+   unavailable), remember the list's resourceVersion, replace the cache, and report every
    difference to the previous cache (so a relist after an outage triggers the right reconciles),
    then (except after the first) call ``on_relist``: what the caller wrote while the watch was
    down never reached the cache, so no difference can show it (a copy written, then deleted,
@@ -32,7 +34,14 @@ from typing import Any, Generic, NoReturn, TypeVar
 import anyio
 
 from secrets_operator import metrics
-from secrets_operator.kube.client import JSON, ApiError, Kube, Query
+from secrets_operator.kube.client import (
+    JSON,
+    ApiError,
+    ContinueExpiredError,
+    Kube,
+    Query,
+    resource_version_unavailable,
+)
 
 T = TypeVar("T")
 Trim = Callable[[JSON], T]
@@ -91,6 +100,7 @@ class Informer(Generic[T]):
         self.watch_timeout = watch_timeout
         self.store: dict[str, T] = {}
         self._streamed = False  # the current watch stream has delivered at least one event
+        self._paginated = False  # the first list came in pages: no watch cache serves this collection
         self.resource_version = ""
         self.synced = anyio.Event()
         self.heartbeat = time.monotonic()
@@ -98,8 +108,11 @@ class Informer(Generic[T]):
     # -- one-shot use (check, sync --once)
 
     async def list_once(self) -> None:
-        """LIST everything into the cache without watching (used by read-only commands)."""
-        await self._relist()
+        """LIST everything into the cache without watching (used by read-only commands).
+
+        A consistent read: a one-shot report must not show a lagging cache's view.
+        """
+        await self._relist(consistent=True)
 
     # -- continuous use
 
@@ -175,15 +188,65 @@ class Informer(Generic[T]):
             self.heartbeat = time.monotonic()
             await anyio.sleep(delay)
 
-    async def _relist(self) -> None:
+    async def _relist(self, *, consistent: bool = False) -> None:
+        """LIST into a fresh cache, served by the API server's watch cache wherever it can be.
+
+        - First list: ``resourceVersion=0`` ("any version"), served from the watch cache, which
+          ignores ``limit`` then. A paginated answer means no watch cache serves this
+          collection; later lists keep paginating.
+        - Later lists (after 410 Gone, or repeated failures): ``resourceVersion`` = the last one
+          seen, ``resourceVersionMatch=NotOlderThan``, without ``limit`` (with one, servers
+          before v1.34 read from etcd): from the watch cache, and never older than what this
+          cache already holds, so a relist cannot move it back in time.
+        - That version unavailable (410, or 504 too large): a consistent read (no
+          resourceVersion), paginated, as client-go's reflector does.
+        - A continue token that expires (410) on a later page: the whole list again in one piece
+          at the same resourceVersion, as client-go's pager does.
+        """
+        if consistent:
+            version = ""
+        elif not self.resource_version:
+            version = "0"
+        else:
+            version = self.resource_version
+        try:
+            fresh, resource_version = await self._list(version)
+        except ApiError as exc:
+            if version == "" or not resource_version_unavailable(exc):
+                raise
+            log.info("resourceVersion unavailable; listing consistently", extra={"informer": self.name})
+            fresh, resource_version = await self._list("")
+        self._replace(fresh, resource_version)
+
+    async def _list(self, version: str) -> tuple[dict[str, T], str]:
+        query = [*self.query]
+        if version:
+            query.append(("resourceVersion", version))
+        if version not in ("", "0"):
+            query.append(("resourceVersionMatch", "NotOlderThan"))
+        page_size = self.page_size() if callable(self.page_size) else self.page_size
+        if version not in ("", "0") and not self._paginated:
+            page_size = 0
+        try:
+            return await self._collect(query, page_size, first=version == "0")
+        except ContinueExpiredError:
+            log.info("continue token expired; listing in one piece", extra={"informer": self.name})
+            return await self._collect(query, 0, first=False)
+
+    async def _collect(self, query: Query, page_size: int, *, first: bool) -> tuple[dict[str, T], str]:
         fresh: dict[str, T] = {}
         resource_version = ""
-        page_size = self.page_size() if callable(self.page_size) else self.page_size
-        async for page in self.kube.list_pages(self.path, query=self.query, page_size=page_size):
+        async for page in self.kube.list_pages(self.path, query=query, page_size=page_size):
             for item in page.get("items", []):
                 fresh[self.key(item)] = self.trim(item)
-            resource_version = page.get("metadata", {}).get("resourceVersion", resource_version)
+            metadata = page.get("metadata", {})
+            resource_version = metadata.get("resourceVersion", resource_version)
+            if first and metadata.get("continue"):
+                self._paginated = True
             self.heartbeat = time.monotonic()
+        return fresh, resource_version
+
+    def _replace(self, fresh: dict[str, T], resource_version: str) -> None:
         old, self.store = self.store, fresh
         self.resource_version = resource_version
         first = not self.synced.is_set()

@@ -7,10 +7,12 @@
   both win (the loser gets 409). ``leaseTransitions`` grows by one on every change of holder.
 - The leader renews every RetryPeriod. If no renewal succeeds for RenewDeadline it stops leading:
   its work is cancelled, and :meth:`LeaderElector.may_write` turns false at that instant, so no
-  write *starts* afterwards. Because RenewDeadline < LeaseDuration, it has stopped before any
+  write *starts* afterwards, and :meth:`LeaderElector.write_budget` times out every write still
+  in flight at that instant too. Because RenewDeadline < LeaseDuration, it has stopped before any
   other replica may consider the Lease expired.
 - On a graceful stop the leader's work is cancelled first, then the Lease is released
   (holder empty, duration 1 s).
+- The elector is given a Kube of its own (``CLIENT_*``): renewals never queue behind writes.
 - Unlike client-go, candidates also *watch* the Lease: a release is seen within milliseconds,
   and an expiry is acted on at the exact moment it happens rather than at the next poll.
 
@@ -38,6 +40,16 @@ from secrets_operator.kube.informer import Informer
 log = logging.getLogger(__name__)
 
 MICROTIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+#: Leader election's own client budget. As controller-runtime gives leader election a client of
+#: its own, the elector gets its own Kube (token bucket and connection pool): a renewal must never
+#: wait behind a fan-out of writes at the shared API_QPS, which would delay it past RenewDeadline.
+#: Its own traffic is one watch plus at most one request at a time, about one per RetryPeriod
+#: (four while renewals fail); this bucket only stops a runaway loop.
+CLIENT_QPS = 5.0
+CLIENT_BURST = 10
+CLIENT_CONNECTIONS = 4
+CLIENT_USER_AGENT = "secrets-operator/leader-election"
 Clock = Callable[[], float]
 Attempt = Literal["acquired", "held", "failed"]
 WallClock = Callable[[], datetime.datetime]
@@ -216,12 +228,15 @@ class LeaderElector:
     def write_budget(self) -> float | None:
         """None when this replica may not write; else how long a write started now may take.
 
-        That is the time until the Lease could expire for others (measured, conservatively, from
-        the start of the last successful renewal): a write must not outlive the leadership.
+        That is the time until the renew deadline (from the start of the last successful
+        renewal): a write must finish, or be abandoned, by then. Not until the Lease could expire
+        for others: LeaseDuration - RenewDeadline is the margin for clock skew between replicas
+        (their monotonic clocks may run at different rates), and a write in flight must not
+        spend it.
         """
         if not self.may_write():
             return None
-        return max(0.0, self._renewed_at + self.lease_duration - self.clock())
+        return max(0.0, self._renewed_at + self.renew_deadline - self.clock())
 
     def _on_lease_change(self, key: str, old: LeaseRecord | None, new: LeaseRecord | None) -> None:
         if self.leading and new is not None and new.holder == self.identity:
