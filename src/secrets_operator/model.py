@@ -22,7 +22,10 @@ NamespaceName = NewType("NamespaceName", str)
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "secrets-operator"
 SOURCE_ANNOTATION = "secrets-operator.io/source"
-HASH_ANNOTATION = "secrets-operator.io/source-hash"
+#: Carried by copies written by earlier versions: a sha256 of the Secret's type and data, readable by anyone
+#: who may read the copy's metadata but not its data, an offline guessing oracle for weak secrets.
+#: No longer written; removed from every copy that still has it (see planning.stale_metadata).
+LEGACY_HASH_ANNOTATION = "secrets-operator.io/source-hash"
 #: Which blueprint labels/annotations a copy received (comma-separated keys), so that keys later
 #: removed from the blueprint, or no longer matched by COPY_METADATA, are removed from the copies.
 COPIED_LABELS_ANNOTATION = "secrets-operator.io/copied-labels"

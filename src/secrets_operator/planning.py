@@ -12,7 +12,10 @@ Rules that protect users, in one place:
   never overwritten unless the conflict policy is ``adopt``, and never deleted;
 - the blueprint itself, in its home namespace, is never a target;
 - terminating namespaces are left alone;
-- nothing is written when the copy already matches (hash, type, immutability and our metadata).
+- nothing is written when the copy already matches (hash, type, immutability and our metadata);
+- no value computed from the data is ever written into metadata: the copy's own observed data is
+  hashed in memory and compared with the blueprint's (a digest in an annotation would be an offline
+  guessing oracle for anyone who may read metadata but not data).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from secrets_operator.model import (
     COPIED_ANNOTATIONS_ANNOTATION,
     COPIED_LABELS_ANNOTATION,
     EXCLUDE_LABEL,
-    HASH_ANNOTATION,
     LAST_APPLIED_ANNOTATION,
+    LEGACY_HASH_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SERVICE_ACCOUNT_TOKEN_TYPE,
@@ -164,7 +167,7 @@ def desired_marks(blueprint: Blueprint, policy: Policy) -> Marks:
     """Copied metadata, the ownership marks, and the record of what was copied (for removal)."""
     labels = _copied(blueprint.labels, policy)
     annotations = _copied(blueprint.annotations, policy)
-    wanted = {**annotations, SOURCE_ANNOTATION: str(blueprint.ref), HASH_ANNOTATION: blueprint.hash}
+    wanted = {**annotations, SOURCE_ANNOTATION: str(blueprint.ref)}
     if labels:
         wanted[COPIED_LABELS_ANNOTATION] = ",".join(sorted(labels))
     if annotations:
@@ -177,10 +180,14 @@ def _recorded(copy: CopyInfo, annotation: str) -> set[str]:
 
 
 def stale_metadata(copy: CopyInfo, marks: Marks) -> tuple[set[str], set[str]]:
-    """Labels and annotations the operator copied earlier that the copy must no longer have."""
+    """Labels and annotations the operator wrote earlier that the copy must no longer have.
+
+    That includes the digest of the data earlier versions wrote (``LEGACY_HASH_ANNOTATION``): a
+    copy that still carries it gets one metadata-only patch that removes it.
+    """
     labels = _recorded(copy, COPIED_LABELS_ANNOTATION) - marks.labels.keys()
     annotations = _recorded(copy, COPIED_ANNOTATIONS_ANNOTATION) - marks.annotations.keys()
-    for bookkeeping in (COPIED_LABELS_ANNOTATION, COPIED_ANNOTATIONS_ANNOTATION):
+    for bookkeeping in (COPIED_LABELS_ANNOTATION, COPIED_ANNOTATIONS_ANNOTATION, LEGACY_HASH_ANNOTATION):
         if bookkeeping in copy.annotations and bookkeeping not in marks.annotations:
             annotations.add(bookkeeping)
     return {key for key in labels if key in copy.labels}, {

@@ -6,12 +6,13 @@ cluster's state from outside, the way a user would.
 
 from __future__ import annotations
 
+import json
 import time
 
 from kubernetes_asyncio import client
 
-from tests.integration.conftest import HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
-from tests.support import wait_for
+from tests.integration.conftest import LEGACY_HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
+from tests.support import data_digests, wait_for
 
 HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
 
@@ -28,7 +29,86 @@ async def test_copy_appears_in_a_namespace_created_after_start(scenario: Scenari
     assert copy.metadata.labels[MANAGED_BY] == "secrets-operator"
     assert copy.metadata.labels["team"] == "platform"
     assert copy.metadata.annotations[SOURCE] == f"{scenario.home}/{scenario.secret_name}"
-    assert len(copy.metadata.annotations[HASH]) == 64
+    assert set(copy.metadata.annotations) == {SOURCE, "secrets-operator.io/copied-labels"}
+
+
+async def test_no_object_carries_a_digest_of_the_blueprint_data(scenario: Scenario) -> None:
+    """Whoever may read metadata or Events but not data must get nothing to test guesses against."""
+    weak = {"auth": "alice:$apr1$weak$password1", "realm": "staff"}
+    blueprint = await scenario.blueprint(weak, labels={"team": "platform"}, annotations={"note": "x"})
+    copies = [await scenario.namespace(f"t{i}") for i in range(2)]
+    twin = await scenario.namespace("twin")  # a conflict, so that an Event is recorded too
+    await scenario.core.create_namespaced_secret(
+        twin, client.V1Secret(metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"x": "y"})
+    )
+    operator = scenario.operator(copy_metadata="*")
+    await operator.wait_ready()
+    for namespace in copies:
+        await scenario.wait_copy(namespace, weak)
+
+    async def conflict_event() -> bool:
+        return any(event.reason == "Conflict" for event in await scenario.events())
+
+    await wait_for(conflict_event, timeout=20, what="a Conflict event on the blueprint")
+    listed = await scenario.core.list_secret_for_all_namespaces(
+        field_selector=f"metadata.name={scenario.secret_name}"
+    )
+    seen = {f"Secret {item.metadata.namespace}": item.metadata for item in listed.items}
+    assert {*copies, twin, scenario.home} <= {item.metadata.namespace for item in listed.items}
+    for namespace in [scenario.home, *copies, twin]:
+        for event in await scenario.events(namespace):
+            seen[f"Event {namespace}/{event.metadata.name}"] = event  # the whole Event, note included
+    digests = data_digests("Opaque", dict(blueprint.data))
+    for where, obj in seen.items():
+        text = json.dumps(scenario.api.sanitize_for_serialization(obj))
+        for what, digest in digests.items():
+            assert digest not in text, f"{what} found in {where}: {text}"
+        assert LEGACY_HASH not in text, where
+
+
+async def test_copy_written_by_an_earlier_version_loses_its_data_digest_in_one_patch(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    blueprint = await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    source = f"{scenario.home}/{scenario.secret_name}"
+    old_digest = data_digests("Opaque", dict(blueprint.data))["sha256 of type+data (content_hash)"]
+    written = await scenario.core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(  # exactly what earlier versions wrote
+            metadata=client.V1ObjectMeta(
+                name=scenario.secret_name,
+                labels={MANAGED_BY: "secrets-operator"},
+                annotations={SOURCE: source, LEGACY_HASH: old_digest},
+            ),
+            data=dict(blueprint.data),
+        ),
+    )
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy)
+    await operator.wait_ready()
+
+    async def digest_removed() -> bool:
+        copy = await scenario.copy(namespace)
+        return copy is not None and LEGACY_HASH not in (copy.metadata.annotations or {})
+
+    await wait_for(digest_removed, timeout=20, what="the old digest annotation to leave the copy")
+
+    async def settled() -> bool:  # the write is counted once its response is back (and logged)
+        metrics = await operator.metrics()
+        return (
+            metrics.value("secrets_operator_copies", state="in_sync") == 1
+            and metrics.value("secrets_operator_writes_total") >= 1
+        )
+
+    await wait_for(settled, timeout=20, what="the patched copy to be seen in sync")
+    copy = await scenario.copy(namespace)
+    assert copy is not None
+    assert copy.metadata.uid == written.metadata.uid  # patched in place, not replaced
+    assert copy.data == blueprint.data
+    assert copy.metadata.annotations == {SOURCE: source}
+    sent = [(write.method, write.path) for write in proxy.writes if "/secrets" in write.path]
+    assert sent == [("PATCH", f"/api/v1/namespaces/{namespace}/secrets/{scenario.secret_name}")], sent
 
 
 async def test_label_removed_from_the_blueprint_is_removed_from_copies(scenario: Scenario) -> None:

@@ -24,9 +24,11 @@ from secrets_operator.model import (
     CopyInfo,
     CopyState,
     NamespaceInfo,
+    Row,
 )
 from secrets_operator.planning import Policy, content_hash, exclusion, plan_namespace, plan_pair
 from secrets_operator.selectors import parse_label_selector
+from tests.support import data_digests
 
 REF = BlueprintRef("auth", "htpasswd")
 OTHER_REF = BlueprintRef("registry", "pull-secret")
@@ -72,10 +74,7 @@ def our_copy(source: Blueprint, namespace: str = "team-a", **changes: Any) -> Co
         type=source.type,
         immutable=source.immutable,
         labels={"app.kubernetes.io/managed-by": "secrets-operator"},
-        annotations={
-            "secrets-operator.io/source": str(source.ref),
-            "secrets-operator.io/source-hash": source.hash,
-        },
+        annotations={"secrets-operator.io/source": str(source.ref)},
         data_hash=source.hash,
         data_keys=frozenset(source.data),
     )
@@ -191,10 +190,7 @@ def test_missing_copy_is_created_with_the_full_secret() -> None:
             "name": "htpasswd",
             "namespace": "team-a",
             "labels": {"app.kubernetes.io/managed-by": "secrets-operator"},
-            "annotations": {
-                "secrets-operator.io/source": "auth/htpasswd",
-                "secrets-operator.io/source-hash": source.hash,
-            },
+            "annotations": {"secrets-operator.io/source": "auth/htpasswd"},
         },
         "type": "Opaque",
         "data": DATA,
@@ -260,16 +256,46 @@ def test_edited_copy_is_restored_by_a_conditional_merge_patch() -> None:
     assert patch["data"] == {**DATA, "stale": None}
 
 
-def test_copy_missing_our_hash_annotation_gets_metadata_only_patch() -> None:
+def test_copy_still_carrying_the_old_data_digest_annotation_loses_it_in_a_metadata_only_patch() -> None:
     source = blueprint()
-    copy = our_copy(source, annotations={"secrets-operator.io/source": "auth/htpasswd"})
+    copy = our_copy(
+        source,
+        annotations={
+            "secrets-operator.io/source": "auth/htpasswd",
+            "secrets-operator.io/source-hash": source.hash,
+        },
+    )
     row, action = plan_pair(Policy(), REF, source, TARGET, copy)
     assert row.state is CopyState.DRIFTED
+    assert row.detail == "differs in annotations"
     assert action is not None
     assert action.kind is ActionKind.UPDATE
     patch = body_of(action)
     assert "data" not in patch
-    assert patch["metadata"]["annotations"]["secrets-operator.io/source-hash"] == source.hash
+    assert patch["metadata"]["resourceVersion"] == "42"
+    assert patch["metadata"]["annotations"] == {
+        "secrets-operator.io/source": "auth/htpasswd",
+        "secrets-operator.io/source-hash": None,  # merge-patch null removes the key
+    }
+    # Once removed, the copy is in sync: no further write.
+    removed = our_copy(source, annotations={"secrets-operator.io/source": "auth/htpasswd"})
+    assert plan_pair(Policy(), REF, source, TARGET, removed) == (Row(REF, "team-a", CopyState.IN_SYNC), None)
+
+
+@pytest.mark.parametrize("situation", ["create", "update", "replace", "adopt"])
+def test_no_write_puts_a_digest_of_the_data_in_metadata(situation: str) -> None:
+    source = blueprint(immutable=situation == "replace")
+    stale = {"auth": b64("old")}
+    existing = {
+        "create": None,
+        "update": our_copy(source, data_hash=content_hash("Opaque", stale), data_keys=frozenset(stale)),
+        "replace": our_copy(source, data_hash=content_hash("Opaque", stale), data_keys=frozenset(stale)),
+        "adopt": foreign_secret(source),
+    }[situation]
+    _, action = plan_pair(Policy(conflict_policy="adopt"), REF, source, TARGET, existing)
+    metadata = str(body_of(action)["metadata"])
+    for what, digest in data_digests(source.type, dict(source.data)).items():
+        assert digest not in metadata, f"{situation}: {what} in {metadata}"
 
 
 def test_copy_with_another_type_is_replaced() -> None:
@@ -514,7 +540,6 @@ def test_copy_metadata_copies_everything_matching_except_tracking_keys() -> None
     assert metadata["annotations"] == {
         "example.com/owner": "ops",
         "secrets-operator.io/source": "auth/htpasswd",
-        "secrets-operator.io/source-hash": source.hash,
         # What was copied is recorded, so that it can be removed when the blueprint drops it.
         "secrets-operator.io/copied-labels": "team",
         "secrets-operator.io/copied-annotations": "example.com/owner",
@@ -563,7 +588,7 @@ def test_blueprint_metadata_is_not_copied_by_default() -> None:
     _, action = plan_pair(Policy(), REF, source, TARGET, None)
     metadata = body_of(action)["metadata"]
     assert metadata["labels"] == {"app.kubernetes.io/managed-by": "secrets-operator"}
-    assert set(metadata["annotations"]) == {"secrets-operator.io/source", "secrets-operator.io/source-hash"}
+    assert set(metadata["annotations"]) == {"secrets-operator.io/source"}
 
 
 # -- plan_namespace
