@@ -9,7 +9,8 @@ go through this one function.
 Rules that protect users, in one place:
 - a Secret is *ours* only when it carries ``app.kubernetes.io/managed-by=secrets-operator`` and
   ``secrets-operator.io/source=<this blueprint>``; anything else with the same name is a conflict,
-  never overwritten unless the conflict policy is ``adopt``, and never deleted;
+  never overwritten unless the conflict policy is ``adopt``, and never deleted, not even to be
+  replaced (a type change or an immutable Secret): such a twin stays a conflict under ``adopt``;
 - the blueprint itself, in its home namespace, is never a target;
 - terminating namespaces are left alone;
 - nothing is written when the copy already matches (hash, type, immutability and our metadata);
@@ -259,7 +260,10 @@ def _merge_patch(copy: CopyInfo, blueprint: Blueprint, marks: Marks, *, data_cha
 def _needs_replace(copy: CopyInfo, blueprint: Blueprint, differences: list[str]) -> str | None:
     """Why an in-place update is impossible (so the copy must be deleted and created), or None."""
     if "type" in differences:
-        return "the type of a Secret cannot be changed in place"
+        return (
+            f"its type is {copy.type!r}, not {blueprint.type!r}, "
+            "and the type of a Secret cannot be changed in place"
+        )
     if copy.immutable and ("data" in differences or "immutable" in differences):
         return "the existing Secret is immutable"
     return None
@@ -356,6 +360,14 @@ def plan_pair(
             source = copy.annotations.get(SOURCE_ANNOTATION, "")
             detail = f"a Secret with this name is managed by secrets-operator for another source {source!r}"
         if policy.conflict_policy == "adopt":
+            unadoptable = _needs_replace(copy, blueprint, differences)
+            if unadoptable is not None:
+                # Replacing is a delete, and a Secret the operator does not own is never deleted.
+                return row(
+                    CopyState.CONFLICT,
+                    f"{detail}; not adopted: {unadoptable}, and secrets-operator never deletes "
+                    "a Secret it does not own (delete it, and the copy is created)",
+                ), None
             # Every field is rewritten, whatever the comparison says: the markers are missing anyway.
             return row(CopyState.CONFLICT, detail + "; adopting it"), _write_for(
                 copy, blueprint, namespace.name, marks, differences, why="adopting an unmanaged Secret"

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     conflict_policy: Literal["skip", "adopt"] = Field(
         default="skip",
         description="`skip`: a same-named Secret not created by the operator is left alone and reported; "
-        "`adopt`: it is overwritten and becomes managed.",
+        "`adopt`: it is overwritten in place and becomes managed (never deleted: one that could only be "
+        "replaced, of another type or immutable, stays a reported conflict).",
         json_schema_extra={"example": "adopt"},
     )
     prune: bool = Field(

@@ -219,6 +219,59 @@ async def test_unmanaged_twin_is_adopted_with_adopt(scenario: Scenario) -> None:
     assert adopted.metadata.labels["owner"] == "someone"  # others' labels survive adoption
 
 
+async def test_unmanaged_twin_of_another_type_or_immutable_is_never_deleted_with_adopt(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """Adopting those would mean a delete and a create: they stay conflicts, exactly as they were."""
+    await scenario.blueprint(HTPASSWD)
+    typed = await scenario.namespace("typed")
+    frozen = await scenario.namespace("frozen")
+    other = await scenario.namespace("u")
+    twins = {
+        typed: client.V1Secret(
+            metadata=client.V1ObjectMeta(name=scenario.secret_name),
+            type="kubernetes.io/basic-auth",
+            string_data={"username": "them", "password": "theirs"},
+        ),
+        frozen: client.V1Secret(
+            metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"mine": "x"}, immutable=True
+        ),
+    }
+    before = {
+        namespace: await scenario.core.create_namespaced_secret(namespace, twin)
+        for namespace, twin in twins.items()
+    }
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, conflict_policy="adopt", resync_seconds="1")
+    await operator.wait_ready()
+    await scenario.wait_copy(other, HTPASSWD)
+
+    async def reported() -> list[str] | None:
+        notes = [event.note or "" for event in await scenario.events() if event.reason == "Conflict"]
+        found = [note for note in notes if "not adopted" in note]
+        return found if len(found) == 2 else None
+
+    notes = await wait_for(reported, timeout=20, what="a Conflict event for each twin")
+    assert any(typed in note and "its type is 'kubernetes.io/basic-auth'" in note for note in notes), notes
+    assert any(frozen in note and "immutable" in note for note in notes), notes
+    relisted = operator.log.count('"periodic resync"')
+
+    async def resynced() -> bool:  # a wrongful delete could come with any later pass
+        return operator.log.count('"periodic resync"') >= relisted + 3
+
+    await wait_for(resynced, timeout=20, what="three periodic resyncs")
+    assert (await operator.metrics()).value("secrets_operator_copies", state="conflict") == 2
+    for namespace, was in before.items():
+        now = await scenario.copy(namespace)
+        assert now is not None, f"the twin in {namespace} was deleted"
+        assert (now.metadata.uid, now.metadata.resource_version) == (
+            was.metadata.uid,
+            was.metadata.resource_version,
+        )
+    touched = [(w.method, w.path) for w in proxy.writes if typed in w.path or frozen in w.path]
+    assert not [(method, path) for method, path in touched if "/secrets" in path], touched
+
+
 async def test_excluded_unselected_and_opted_out_namespaces_get_nothing(scenario: Scenario) -> None:
     await scenario.blueprint(HTPASSWD)
     selected = await scenario.namespace("sel", labels={"tier": "web"})

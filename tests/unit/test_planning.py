@@ -386,6 +386,48 @@ def test_adopting_a_secret_with_identical_data_still_marks_it_as_ours() -> None:
     assert body_of(action)["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "secrets-operator"}
 
 
+@pytest.mark.parametrize(
+    ("twin", "because"),
+    [
+        ("another type", "its type is 'kubernetes.io/basic-auth', not 'Opaque'"),
+        ("immutable, other data", "immutable"),
+        ("immutable, mutable blueprint", "immutable"),
+    ],
+)
+def test_unmanaged_secret_that_could_only_be_replaced_is_never_adopted(twin: str, because: str) -> None:
+    """Replacing is a delete: under adopt, such a twin stays a reported conflict and is not touched."""
+    source = blueprint()
+    theirs = {
+        "another type": dataclasses.replace(foreign_secret(source), type="kubernetes.io/basic-auth"),
+        "immutable, other data": dataclasses.replace(foreign_secret(source), immutable=True),
+        "immutable, mutable blueprint": our_copy(source, labels={}, annotations={}, immutable=True),
+    }[twin]
+    row, action = plan_pair(Policy(conflict_policy="adopt", prune=True), REF, source, TARGET, theirs)
+    assert action is None
+    assert row.state is CopyState.CONFLICT
+    assert "not created by secrets-operator; not adopted" in row.detail
+    assert because in row.detail
+    assert "never deletes a Secret it does not own" in row.detail
+
+
+def test_immutable_unmanaged_secret_with_the_blueprint_data_is_adopted_by_marking_it() -> None:
+    source = blueprint(immutable=True)
+    twin = our_copy(source, labels={}, annotations={}, immutable=True)
+    row, action = plan_pair(Policy(conflict_policy="adopt"), REF, source, TARGET, twin)
+    assert "adopting it" in row.detail
+    assert action is not None
+    assert action.kind is ActionKind.UPDATE  # metadata only: an immutable Secret's labels may change
+    assert "data" not in body_of(action)
+
+
+def test_our_own_copy_of_another_type_is_still_replaced() -> None:
+    source = blueprint()
+    _, action = plan_pair(Policy(), REF, source, TARGET, our_copy(source, type="kubernetes.io/basic-auth"))
+    assert action is not None
+    assert action.kind is ActionKind.REPLACE
+    assert "cannot be changed in place" in action.reason
+
+
 @pytest.mark.parametrize("prune", [False, True])
 def test_copy_managed_for_another_source_is_a_conflict_never_touched(prune: bool) -> None:
     source = blueprint()
