@@ -99,6 +99,9 @@ class CopyState(enum.StrEnum):
     DRIFTED = "drifted"
     CONFLICT = "conflict"
     EXCLUDED = "excluded"
+    #: The operator's copy in a namespace that is no longer a target, kept because PRUNE is off:
+    #: it no longer follows the blueprint, so it is not fine (unlike ``excluded``).
+    STALE = "stale"
     BLUEPRINT_MISSING = "blueprint_missing"
     REFUSED = "refused"
     ORPHANED = "orphaned"

@@ -330,8 +330,13 @@ def plan_pair(
     ours = copy is not None and is_ours(copy, ref)
     excluded = exclusion(policy, ref, namespace)
     if excluded is not None:
-        if copy is not None and ours and policy.prune and namespace.name != ref.namespace:
-            return row(CopyState.ORPHANED, excluded), _delete(copy, ref, f"pruned: namespace {excluded}")
+        if copy is not None and ours and namespace.name != ref.namespace:
+            if policy.prune:
+                return row(CopyState.ORPHANED, excluded), _delete(copy, ref, f"pruned: namespace {excluded}")
+            return row(
+                CopyState.STALE,
+                f"{excluded}; the copy made earlier stays (PRUNE is off) and no longer follows the blueprint",
+            ), None
         return row(CopyState.EXCLUDED, excluded), None
     if blueprint is None:
         if copy is not None and ours and policy.prune:

@@ -341,6 +341,47 @@ async def test_copies_stay_when_the_namespace_leaves_the_selector_without_prune(
     assert await scenario.copy(namespace) is not None
 
 
+async def test_copy_left_in_a_namespace_that_stopped_being_a_target_is_reported_stale(
+    scenario: Scenario,
+) -> None:
+    import os
+    import sys
+
+    import anyio
+
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t", labels={"tier": "web"})
+    never = await scenario.namespace("never", labels={"tier": "db"})
+    operator = scenario.operator(namespace_selector="tier=web")
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, HTPASSWD)
+    await scenario.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "db"}}})
+
+    async def stale() -> bool:
+        metrics = await operator.metrics()
+        return (
+            metrics.value("secrets_operator_copies", state="stale") == 1
+            and metrics.value("secrets_operator_copies", state="in_sync") == 0
+        )
+
+    await wait_for(stale, timeout=20, what="the copies gauge to count the left copy as stale")
+    assert await scenario.copy(namespace) is not None  # PRUNE is off: kept
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_OPERATOR_")}
+    env.update(scenario.env(namespace_selector="tier=web"))
+    env["KUBECONFIG"] = str(scenario.cluster.kubeconfig)
+    check = await anyio.run_process(
+        [sys.executable, "-m", "secrets_operator", "check", "--problems-only", "--output", "json"],
+        env=env,
+        check=False,
+    )
+    assert check.returncode == 1, check.stdout.decode()
+    rows = {row["namespace"]: row for row in json.loads(check.stdout)}
+    assert rows[namespace]["state"] == "stale", rows
+    assert "NAMESPACE_SELECTOR" in rows[namespace]["detail"]
+    assert never not in rows  # no copy there: excluded, not a problem
+
+
 async def test_missing_blueprint_is_reported_then_copied_once_created(scenario: Scenario) -> None:
     await scenario.namespace("home")
     namespace = await scenario.namespace("t")

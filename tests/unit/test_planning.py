@@ -477,10 +477,26 @@ def test_our_copy_in_an_excluded_namespace_is_deleted_when_prune_is_on() -> None
     assert action.resource_version == "42"
 
 
-def test_our_copy_in_an_excluded_namespace_is_kept_when_prune_is_off() -> None:
+@pytest.mark.parametrize("with_blueprint", [True, False])
+def test_our_copy_in_an_excluded_namespace_is_kept_and_reported_stale_when_prune_is_off(
+    with_blueprint: bool,
+) -> None:
     source = blueprint()
     opted_out = NamespaceInfo("team-a", {"secrets-operator.io/exclude": "true"})
-    row, action = plan_pair(Policy(prune=False), REF, source, opted_out, our_copy(source))
+    row, action = plan_pair(
+        Policy(prune=False), REF, source if with_blueprint else None, opted_out, our_copy(source)
+    )
+    assert row.state is CopyState.STALE
+    assert "opted out" in row.detail
+    assert "no longer follows the blueprint" in row.detail
+    assert action is None
+
+
+@pytest.mark.parametrize("copy_exists", ["none", "foreign"])
+def test_excluded_namespace_without_our_copy_is_just_excluded(copy_exists: str) -> None:
+    source = blueprint()
+    existing = foreign_secret(source) if copy_exists == "foreign" else None
+    row, action = plan_pair(Policy(), REF, source, NamespaceInfo("kube-system", {}), existing)
     assert row.state is CopyState.EXCLUDED
     assert action is None
 
