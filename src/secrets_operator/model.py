@@ -142,18 +142,28 @@ class Action:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One line of the report: a blueprint, a namespace, the state, and why."""
+    """One line of the report: a blueprint, a namespace, the state, and why.
+
+    ``prune_in`` is set while the operator's copy of a missing blueprint waits out the prune
+    grace: the seconds left before it is deleted, unless the blueprint returns.
+    """
 
     blueprint: BlueprintRef
     namespace: str
     state: CopyState
     detail: str = ""
+    prune_in: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class NamespacePlan:
-    """Everything planning concluded about one namespace."""
+    """Everything planning concluded about one namespace.
+
+    ``recheck_after``: plan this namespace again after so many seconds, even if nothing changes
+    (a prune grace ends then); None when only a change can alter the plan.
+    """
 
     namespace: str
     rows: tuple[Row, ...]
     actions: tuple[Action, ...]
+    recheck_after: float | None = None

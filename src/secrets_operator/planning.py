@@ -13,6 +13,9 @@ Rules that protect users, in one place:
   replaced (a type change or an immutable Secret): such a twin stays a conflict under ``adopt``;
 - the blueprint itself, in its home namespace, is never a target;
 - terminating namespaces are left alone;
+- PRUNE deletes the copies of a missing blueprint only once it has been missing for the grace
+  period (the caller says for how long; planning keeps no clock), so that a blueprint deleted
+  and created again keeps its copies;
 - nothing is written when the copy already matches (hash, type, immutability and our metadata);
 - no value computed from the data is ever written into metadata: the copy's own observed data is
   hashed in memory and compared with the blueprint's (a digest in an annotation would be an offline
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -73,6 +77,8 @@ class Policy:
     exclude: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
     conflict_policy: ConflictPolicy = "skip"
     prune: bool = False
+    #: How long a blueprint must have been missing before PRUNE deletes its copies.
+    prune_grace_seconds: float = 60.0
     copy_metadata: tuple[str, ...] = ()
 
 
@@ -313,14 +319,45 @@ def _delete(copy: CopyInfo, ref: BlueprintRef, why: str) -> Action:
     )
 
 
+def _missing_blueprint(
+    policy: Policy, ref: BlueprintRef, namespace: str, copy: CopyInfo, missing_for: float | None
+) -> tuple[Row, Action | None]:
+    """The operator's copy of a blueprint that does not exist, with PRUNE on.
+
+    A blueprint deleted and created again (``kubectl replace --force``, Argo CD ``Replace=true``,
+    rotating an immutable blueprint) is briefly missing: its copies are deleted only once it has
+    been missing for the grace period. ``missing_for`` is how long the caller has seen it missing;
+    None when it cannot know (a one-shot command), and then nothing is deleted.
+    """
+    grace = policy.prune_grace_seconds
+    if missing_for is None:
+        detail = (
+            f"blueprint does not exist; the running operator prunes the copy {grace:g} s after it "
+            "sees the blueprint missing, unless it returns"
+        )
+        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail), None
+    if missing_for < grace:
+        left = grace - missing_for
+        detail = f"blueprint does not exist; the copy is pruned in {math.ceil(left)} s unless it returns"
+        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail, prune_in=left), None
+    why = f"blueprint missing for {missing_for:.0f} s (PRUNE_GRACE_SECONDS={grace:g})"
+    return Row(ref, namespace, CopyState.ORPHANED, why), _delete(copy, ref, f"pruned: {why}")
+
+
 def plan_pair(
     policy: Policy,
     ref: BlueprintRef,
     blueprint: Blueprint | None,
     namespace: NamespaceInfo,
     copy: CopyInfo | None,
+    *,
+    missing_for: float | None = None,
 ) -> tuple[Row, Action | None]:
-    """The state of one blueprint × namespace pair, and the one write that fixes it (if any)."""
+    """The state of one blueprint × namespace pair, and the one write that fixes it (if any).
+
+    ``missing_for``: when ``blueprint`` is None, the seconds it has been seen missing (None:
+    unknown), which decides whether PRUNE may delete the copy yet.
+    """
 
     def row(state: CopyState, detail: str = "") -> Row:
         return Row(ref, namespace.name, state, detail)
@@ -340,9 +377,7 @@ def plan_pair(
         return row(CopyState.EXCLUDED, excluded), None
     if blueprint is None:
         if copy is not None and ours and policy.prune:
-            return row(CopyState.ORPHANED, "blueprint deleted"), _delete(
-                copy, ref, "pruned: blueprint deleted"
-            )
+            return _missing_blueprint(policy, ref, namespace.name, copy, missing_for)
         return row(CopyState.BLUEPRINT_MISSING, "blueprint does not exist"), None
     refused = refusal(blueprint)
     if refused is not None:
@@ -393,19 +428,29 @@ def plan_namespace(
     name: str,
     blueprints: Mapping[BlueprintRef, Blueprint | None],
     copies: Mapping[str, CopyInfo],
+    missing_for: Mapping[BlueprintRef, float] | None = None,
 ) -> NamespacePlan:
     """Rows and writes for every configured blueprint in one namespace.
 
     ``namespace`` is None when the namespace is not (or no longer) in the cache: then nothing is
-    written, since its Secrets are being deleted with it.
+    written, since its Secrets are being deleted with it. ``missing_for`` holds, for blueprints
+    that do not exist, how many seconds they have been seen missing (absent: unknown).
     """
     if namespace is None:
         return NamespacePlan(name, (), ())
     rows: list[Row] = []
     actions: list[Action] = []
     for ref, blueprint in sorted(blueprints.items(), key=lambda item: item[0]):
-        row, action = plan_pair(policy, ref, blueprint, namespace, copies.get(ref.name))
+        row, action = plan_pair(
+            policy,
+            ref,
+            blueprint,
+            namespace,
+            copies.get(ref.name),
+            missing_for=(missing_for or {}).get(ref),
+        )
         rows.append(row)
         if action is not None:
             actions.append(action)
-    return NamespacePlan(name, tuple(rows), tuple(actions))
+    waits = [row.prune_in for row in rows if row.prune_in is not None]
+    return NamespacePlan(name, tuple(rows), tuple(actions), min(waits) if waits else None)

@@ -99,6 +99,15 @@ class Settings(BaseSettings):
         "Never deletes a Secret the operator did not create.",
         json_schema_extra={"example": "true"},
     )
+    prune_grace_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=7 * 86400,
+        description="With PRUNE, how long a blueprint must stay missing before its copies are deleted; "
+        "a blueprint deleted and created again within it (`kubectl replace --force`, Argo CD "
+        "`Replace=true`, rotating an immutable blueprint) keeps its copies.",
+        json_schema_extra={"example": "300"},
+    )
     copy_metadata: Globs = Field(
         default=(),
         description="Comma-separated globs over label and annotation keys of the blueprint to copy "
@@ -279,6 +288,7 @@ class Settings(BaseSettings):
             exclude=self.exclude_namespaces,
             conflict_policy=self.conflict_policy,
             prune=self.prune,
+            prune_grace_seconds=self.prune_grace_seconds,
             copy_metadata=self.copy_metadata,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 
+import anyio
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import LEGACY_HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
@@ -400,11 +401,62 @@ async def test_missing_blueprint_is_reported_then_copied_once_created(scenario: 
 async def test_deleted_blueprint_prunes_copies_only_with_prune(scenario: Scenario) -> None:
     await scenario.blueprint(HTPASSWD)
     namespace = await scenario.namespace("t")
-    operator = scenario.operator(prune="true")
+    operator = scenario.operator(prune="true", prune_grace_seconds="0")
     await operator.wait_ready()
     await scenario.wait_copy(namespace, HTPASSWD)
     await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
     await scenario.wait_no_copy(namespace)
+
+
+async def test_blueprint_deleted_and_created_again_keeps_its_copies_and_one_left_gone_is_pruned_later(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """Rotating an immutable blueprint, `kubectl replace --force`, Argo CD `Replace=true`: a delete,
+    a gap, a create. With PRUNE on, no copy may be deleted for that; a blueprint that stays
+    deleted loses its copies once the grace has passed, not before."""
+    grace = 4.0
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"t{i}") for i in range(3)]
+    proxy = await proxies("p")  # its log shows every write the operator sends
+    operator = scenario.operator_via(proxy, prune="true", prune_grace_seconds=str(grace))
+    await operator.wait_ready()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD)
+
+    def deletes() -> list[tuple[str, int]]:
+        return [(write.path, write.status) for write in proxy.writes if write.method == "DELETE"]
+
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+    await anyio.sleep(1.0)  # the gap: Argo CD, for one, waits for the deletion before creating
+    rotated = {"auth": "alice:$apr1$new$rotated"}
+    await scenario.blueprint(rotated)
+    for namespace in targets:
+        await scenario.wait_copy(namespace, rotated)
+    assert not deletes(), f"copies were deleted for a blueprint deleted and created again: {deletes()}"
+    reconciled = (await operator.metrics()).value("secrets_operator_reconciles_total")
+
+    async def grace_over() -> bool:  # each namespace is planned again when its grace ends
+        return (await operator.metrics()).value("secrets_operator_reconciles_total") >= reconciled + len(
+            targets
+        )
+
+    await wait_for(grace_over, timeout=grace + 10, what="the namespaces to be planned again after the grace")
+    assert not deletes(), f"copies were deleted after the grace of a blueprint that came back: {deletes()}"
+
+    deleted = time.monotonic()
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+
+    async def waiting() -> bool:
+        return (await operator.metrics()).value("secrets_operator_copies", state="blueprint_missing") == len(
+            targets
+        )
+
+    await wait_for(waiting, timeout=grace, what="the copies to wait out the grace as blueprint_missing")
+    assert "will be pruned in 4 s unless it returns" in operator.log
+    for namespace in targets:
+        await scenario.wait_no_copy(namespace, timeout=grace + 20)
+    assert time.monotonic() - deleted >= grace
+    assert len(deletes()) == len(targets)
 
 
 async def test_service_account_token_blueprint_is_refused(scenario: Scenario) -> None:

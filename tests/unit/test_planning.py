@@ -531,13 +531,85 @@ def test_blueprint_home_namespace_is_never_written_even_with_prune(
 # -- the blueprint is missing or must not be copied
 
 
-def test_copies_of_a_deleted_blueprint_are_deleted_when_prune_is_on() -> None:
+@pytest.mark.parametrize("missing_for", [60.0, 61.5, 3600.0])
+def test_copies_of_a_blueprint_missing_for_the_whole_grace_are_deleted_when_prune_is_on(
+    missing_for: float,
+) -> None:
     copy = our_copy(blueprint())
-    row, action = plan_pair(Policy(prune=True), REF, None, TARGET, copy)
+    row, action = plan_pair(
+        Policy(prune=True, prune_grace_seconds=60), REF, None, TARGET, copy, missing_for=missing_for
+    )
     assert row.state is CopyState.ORPHANED
+    assert "PRUNE_GRACE_SECONDS=60" in row.detail
     assert action is not None
     assert action.kind is ActionKind.DELETE
     assert action.resource_version == "42"
+
+
+@pytest.mark.parametrize(
+    ("missing_for", "shown"), [(0.0, "60 s"), (0.4, "60 s"), (45.2, "15 s"), (59.99, "1 s")]
+)
+def test_copy_of_a_blueprint_missing_for_less_than_the_grace_is_kept_and_says_when_it_goes(
+    missing_for: float, shown: str
+) -> None:
+    """A blueprint deleted and created again (replace --force, an immutable rotation) keeps its copies."""
+    copy = our_copy(blueprint())
+    row, action = plan_pair(
+        Policy(prune=True, prune_grace_seconds=60), REF, None, TARGET, copy, missing_for=missing_for
+    )
+    assert action is None
+    assert row.state is CopyState.BLUEPRINT_MISSING
+    assert row.detail == f"blueprint does not exist; the copy is pruned in {shown} unless it returns"
+    assert row.prune_in == pytest.approx(60 - missing_for)
+
+
+def test_copy_of_a_blueprint_missing_for_an_unknown_time_is_never_pruned() -> None:
+    """One-shot commands (check, sync --once) cannot know how long it has been missing."""
+    row, action = plan_pair(Policy(prune=True), REF, None, TARGET, our_copy(blueprint()), missing_for=None)
+    assert action is None
+    assert row.state is CopyState.BLUEPRINT_MISSING
+    assert "prunes the copy 60 s after it sees the blueprint missing, unless it returns" in row.detail
+    assert row.prune_in is None
+
+
+def test_a_zero_grace_prunes_at_once() -> None:
+    _, action = plan_pair(
+        Policy(prune=True, prune_grace_seconds=0), REF, None, TARGET, our_copy(blueprint()), missing_for=0.0
+    )
+    assert action is not None
+    assert action.kind is ActionKind.DELETE
+
+
+def test_namespace_is_planned_again_when_the_first_prune_grace_ends() -> None:
+    first, second = blueprint(), blueprint(ref=OTHER_REF)
+    copies = {"htpasswd": our_copy(first), "pull-secret": our_copy(second)}
+    policy = Policy(prune=True, prune_grace_seconds=60)
+    plan = plan_namespace(
+        policy,
+        namespace=TARGET,
+        name="team-a",
+        blueprints={REF: None, OTHER_REF: None},
+        copies=copies,
+        missing_for={REF: 10.0, OTHER_REF: 40.0},
+    )
+    assert plan.actions == ()
+    assert plan.recheck_after == pytest.approx(20.0)
+    returned = plan_namespace(
+        policy, namespace=TARGET, name="team-a", blueprints={REF: first, OTHER_REF: second}, copies=copies
+    )
+    assert returned.recheck_after is None
+    assert returned.actions == ()
+    unknown = plan_namespace(
+        policy, namespace=TARGET, name="team-a", blueprints={REF: None, OTHER_REF: None}, copies=copies
+    )
+    assert (unknown.recheck_after, unknown.actions) == (None, ())
+
+
+def test_no_prune_grace_applies_to_a_namespace_that_stopped_being_a_target() -> None:
+    opted_out = NamespaceInfo("team-a", {"secrets-operator.io/exclude": "true"})
+    _, action = plan_pair(Policy(prune=True), REF, None, opted_out, our_copy(blueprint()), missing_for=0.0)
+    assert action is not None
+    assert action.kind is ActionKind.DELETE
 
 
 @pytest.mark.parametrize(
