@@ -6,8 +6,9 @@ from the API's JSON, and what the planner asks the writer to do. They import not
 without a cluster.
 
 Secret data lives only in :class:`Blueprint` (the copies' data is reduced to a hash when it is
-observed), and every field that holds data is excluded from ``repr`` so that a stray log line or
-exception message can never print it.
+observed), and every field that holds data, or a hash of it, is excluded from ``repr`` so that a
+stray log line or exception message can never print it (a hash of a weak secret can be guessed
+offline).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Blueprint:
     immutable: bool
     labels: Mapping[str, str]
     annotations: Mapping[str, str] = dataclasses.field(repr=False)
-    hash: str
+    hash: str = dataclasses.field(repr=False)
     resource_version: str = ""
     uid: str = ""
 
@@ -86,8 +87,8 @@ class CopyInfo:
     type: str
     immutable: bool
     labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    data_hash: str
+    annotations: Mapping[str, str] = dataclasses.field(repr=False)  # may hold an old copy's digest
+    data_hash: str = dataclasses.field(repr=False)
     data_keys: frozenset[str]
 
 
@@ -134,7 +135,7 @@ class Action:
     reason: str
     body: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False)
     resource_version: str | None = None
-    hash: str = ""
+    hash: str = dataclasses.field(default="", repr=False)
 
     def describe(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name} from {self.blueprint}: {self.reason}"

@@ -788,3 +788,20 @@ def test_action_repr_never_shows_data(drift: str) -> None:
     _assert_no_canary(repr(action))
     _assert_no_canary(action.describe())
     _assert_no_canary(repr(plan))
+
+
+@pytest.mark.parametrize("drift", ["missing", "data", "type"])
+def test_no_repr_shows_a_digest_of_the_data(drift: str) -> None:
+    """Hashes stay in memory: a stray log line or exception message must not carry one either."""
+    source = blueprint(data={"password": b64(CANARY)})
+    digests = data_digests(source.type, dict(source.data)).values()
+    legacy = {"secrets-operator.io/source": "auth/htpasswd", "secrets-operator.io/source-hash": source.hash}
+    copy = our_copy(source, annotations=legacy)
+    copies = {
+        "missing": {},
+        "data": {"htpasswd": our_copy(source, data_hash=content_hash("Opaque", {}), data_keys=frozenset())},
+        "type": {"htpasswd": our_copy(source, type="kubernetes.io/basic-auth")},
+    }[drift]
+    plan = plan_namespace(Policy(), namespace=TARGET, name="team-a", blueprints={REF: source}, copies=copies)
+    for text in (repr(source), repr(copy), repr(plan), *(repr(action) for action in plan.actions)):
+        assert not [digest for digest in digests if digest in text], text
