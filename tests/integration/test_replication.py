@@ -408,17 +408,16 @@ async def test_deleted_blueprint_prunes_copies_only_with_prune(scenario: Scenari
     await scenario.wait_no_copy(namespace)
 
 
-async def test_blueprint_deleted_and_created_again_keeps_its_copies_and_one_left_gone_is_pruned_later(
+async def test_blueprint_deleted_and_created_again_keeps_its_copies_with_prune(
     scenario: Scenario, proxies: StartProxy
 ) -> None:
     """Rotating an immutable blueprint, `kubectl replace --force`, Argo CD `Replace=true`: a delete,
-    a gap, a create. With PRUNE on, no copy may be deleted for that; a blueprint that stays
-    deleted loses its copies once the grace has passed, not before."""
+    a gap, a create. With PRUNE on, no copy may be deleted for that, during the grace or after."""
     grace = 4.0
     await scenario.blueprint(HTPASSWD)
     targets = [await scenario.namespace(f"t{i}") for i in range(3)]
     proxy = await proxies("p")  # its log shows every write the operator sends
-    operator = scenario.operator_via(proxy, prune="true", prune_grace_seconds=str(grace))
+    operator = scenario.operator_via(proxy, prune="true", prune_grace_seconds=str(grace), resync_seconds="1")
     await operator.wait_ready()
     for namespace in targets:
         await scenario.wait_copy(namespace, HTPASSWD)
@@ -426,6 +425,7 @@ async def test_blueprint_deleted_and_created_again_keeps_its_copies_and_one_left
     def deletes() -> list[tuple[str, int]]:
         return [(write.path, write.status) for write in proxy.writes if write.method == "DELETE"]
 
+    deleted = time.monotonic()
     await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
     await anyio.sleep(1.0)  # the gap: Argo CD, for one, waits for the deletion before creating
     rotated = {"auth": "alice:$apr1$new$rotated"}
@@ -433,30 +433,46 @@ async def test_blueprint_deleted_and_created_again_keeps_its_copies_and_one_left
     for namespace in targets:
         await scenario.wait_copy(namespace, rotated)
     assert not deletes(), f"copies were deleted for a blueprint deleted and created again: {deletes()}"
-    reconciled = (await operator.metrics()).value("secrets_operator_reconciles_total")
 
-    async def grace_over() -> bool:  # each namespace is planned again when its grace ends
-        return (await operator.metrics()).value("secrets_operator_reconciles_total") >= reconciled + len(
-            targets
-        )
+    # A wrongful DELETE could come with any pass once the grace is over: watch two resyncs.
+    await anyio.sleep(max(0.0, deleted + grace - time.monotonic()))
+    resyncs = operator.log.count('"periodic resync"')
 
-    await wait_for(grace_over, timeout=grace + 10, what="the namespaces to be planned again after the grace")
+    async def resynced() -> bool:
+        return operator.log.count('"periodic resync"') >= resyncs + 2
+
+    await wait_for(resynced, timeout=20, what="two periodic resyncs after the grace")
     assert not deletes(), f"copies were deleted after the grace of a blueprint that came back: {deletes()}"
 
+
+async def test_copies_of_a_blueprint_left_deleted_are_pruned_when_the_grace_is_over(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """Not before, and without waiting for a resync (RESYNC_SECONDS is 600 here)."""
+    grace = 4.0
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"t{i}") for i in range(3)]
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, prune="true", prune_grace_seconds=str(grace))
+    await operator.wait_ready()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD)
     deleted = time.monotonic()
     await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
 
     async def waiting() -> bool:
-        return (await operator.metrics()).value("secrets_operator_copies", state="blueprint_missing") == len(
-            targets
-        )
+        metrics = await operator.metrics()
+        return metrics.value("secrets_operator_copies", state="blueprint_missing") == len(targets)
 
     await wait_for(waiting, timeout=grace, what="the copies to wait out the grace as blueprint_missing")
     assert "will be pruned in 4 s unless it returns" in operator.log
     for namespace in targets:
-        await scenario.wait_no_copy(namespace, timeout=grace + 20)
+        await scenario.wait_no_copy(namespace, timeout=grace + 10)
     assert time.monotonic() - deleted >= grace
-    assert len(deletes()) == len(targets)
+    assert [write.method for write in proxy.writes if "/secrets" in write.path].count("DELETE") == len(
+        targets
+    )
+    assert (await operator.metrics()).value("secrets_operator_writes_total", action="delete") == len(targets)
 
 
 async def test_service_account_token_blueprint_is_refused(scenario: Scenario) -> None:
