@@ -20,6 +20,7 @@ import anyio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 
+from secrets_operator.planning import content_hash
 from tests.cluster import ControlPlane
 from tests.operator import OperatorProcess
 from tests.support import read_or_none, wait_for
@@ -48,11 +49,10 @@ class Demo:
         self.replicas: list[OperatorProcess] = []
 
     async def copies(self) -> dict[str, str]:
+        """Each copy's data digest, computed here to compare copies; never printed."""
         listed = await self.core.list_secret_for_all_namespaces(field_selector=f"metadata.name={BLUEPRINT}")
         return {
-            item.metadata.namespace: (item.metadata.annotations or {}).get(
-                "secrets-operator.io/source-hash", ""
-            )[:12]
+            item.metadata.namespace: content_hash(item.type or "Opaque", item.data)
             for item in listed.items
             if item.metadata.namespace != HOME
         }
@@ -66,7 +66,7 @@ class Demo:
         secret = await read_or_none(self.core.read_namespaced_secret(BLUEPRINT, namespace))
         if secret is None:
             return ""
-        return str((secret.metadata.annotations or {}).get("secrets-operator.io/source-hash", ""))
+        return content_hash(secret.type or "Opaque", secret.data)
 
     async def leader(self) -> OperatorProcess | None:
         for replica in self.replicas:
@@ -75,8 +75,10 @@ class Demo:
         return None
 
     async def show_copies(self) -> None:
+        blueprint = await self.copy_hash(HOME)
         for namespace, digest in sorted((await self.copies()).items()):
-            detail(f"{namespace:<10} {BLUEPRINT}  source-hash {digest}…")
+            same = "same data as the blueprint" if digest == blueprint else "differs from the blueprint"
+            detail(f"{namespace:<10} {BLUEPRINT}  {same}")
 
     async def run(self) -> None:
         say(f"Creating the blueprint Secret {HOME}/{BLUEPRINT} (an htpasswd file for ingress basic auth)")

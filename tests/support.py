@@ -91,3 +91,31 @@ async def service_account_kubeconfig(
     path.write_text(json.dumps(document, indent=2))
     path.chmod(0o600)
     return path
+
+
+def data_digests(secret_type: str, data: dict[str, str]) -> dict[str, str]:
+    """Obvious digests of a Secret's data (``data`` as the API returns it, base64 values), by name.
+
+    Any of them in an object's metadata, an Event or a log would be an offline guessing oracle for
+    a weak secret: whoever may read metadata but not data could test candidate passwords against it.
+    """
+    import hashlib
+
+    from secrets_operator.planning import content_hash
+
+    found = {
+        "sha256 of type+data (content_hash)": content_hash(secret_type, data),
+        "sha256 of the data as JSON": hashlib.sha256(
+            json.dumps(dict(data), sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest(),
+        "sha256 of the data as JSON (spaced)": hashlib.sha256(
+            json.dumps(dict(data), sort_keys=True).encode()
+        ).hexdigest(),
+    }
+    for key, value in data.items():
+        for algorithm in ("sha256", "sha1", "md5", "sha512"):
+            found[f"{algorithm} of {key} (decoded)"] = hashlib.new(
+                algorithm, base64.b64decode(value)
+            ).hexdigest()
+            found[f"{algorithm} of {key} (base64)"] = hashlib.new(algorithm, value.encode()).hexdigest()
+    return found

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="read-only report of every blueprint x namespace pair; exit 1 unless all in sync",
         description="Read-only: one row per blueprint x namespace with its state "
-        "(in_sync, missing, drifted, conflict, excluded, blueprint_missing, refused, orphaned). "
+        "(in_sync, missing, drifted, conflict, excluded, stale, blueprint_missing, refused, orphaned). "
         "Exit 0 when everything targeted is in sync, 1 otherwise, 2 on bad configuration.",
         epilog=epilog,
         formatter_class=formatter,

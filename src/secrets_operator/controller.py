@@ -206,6 +206,9 @@ class Controller:
         # blueprint -> namespace -> state, for the copies gauge and for logging state changes once.
         self.states: dict[BlueprintRef, dict[str, CopyState]] = {ref: {} for ref in settings.blueprints}
         self.state_counts: dict[tuple[BlueprintRef, CopyState], int] = {}
+        # blueprint -> when (monotonic) it was first seen missing, for PRUNE's grace. Kept by every
+        # replica, so a standby that takes over knows how long a deleted blueprint has been gone.
+        self.missing_since: dict[BlueprintRef, float] = {}
         self._redaction: tuple[tuple[tuple[BlueprintRef, str], ...], redaction.Redactor] = (
             (),
             redaction.Redactor(()),
@@ -316,9 +319,14 @@ class Controller:
         return found
 
     def _blueprint_changed(self, key: str, old: Blueprint | None, new: Blueprint | None) -> None:
+        if new is not None:
+            self.missing_since.pop(new.ref, None)
+        elif old is not None:
+            self.missing_since.setdefault(old.ref, time.monotonic())
         if new is None:
             log.warning(
-                "blueprint deleted; its copies will be pruned"
+                f"blueprint deleted; its copies will be pruned in {self.policy.prune_grace_seconds:g} s "
+                "unless it returns"
                 if self.policy.prune
                 else "blueprint does not exist; copies are kept and will follow it once it exists",
                 extra={"blueprint": key},
@@ -341,12 +349,19 @@ class Controller:
     # -- planning
 
     def plan(self, namespace: str) -> NamespacePlan:
+        blueprints = self.blueprints()
+        now = time.monotonic()
         return plan_namespace(
             self.policy,
             namespace=self.namespaces.store.get(namespace),
             name=namespace,
-            blueprints=self.blueprints(),
+            blueprints=blueprints,
             copies=self.copies(namespace),
+            missing_for={
+                ref: now - since
+                for ref, since in self.missing_since.items()
+                if ref in blueprints and blueprints[ref] is None
+            },
         )
 
     def plan_all(self) -> list[NamespacePlan]:
@@ -474,6 +489,8 @@ class Controller:
         server's Retry-After.
         """
         plan = self.plan(namespace)
+        if plan.recheck_after is not None:  # a prune grace ends then
+            self.queue.add_after(namespace, plan.recheck_after)
         await self._report(plan)
         ok = True
         for action in plan.actions:
@@ -575,6 +592,10 @@ class Controller:
         await self.wait_synced()
         self.queue = WorkQueue()
         self._reset_states()
+        now = time.monotonic()
+        for ref, blueprint in self.blueprints().items():
+            if blueprint is None:  # missing since before this replica watched: the grace starts now
+                self.missing_since.setdefault(ref, now)
         self.active = True
         try:
             self.enqueue_all()

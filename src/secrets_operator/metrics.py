@@ -31,7 +31,7 @@ WRITES = Counter(
 )
 COPIES = Gauge(
     "secrets_operator_copies",
-    "Blueprint x namespace pairs by state (in_sync, missing, drifted, conflict, excluded, ...).",
+    "Blueprint x namespace pairs by state (in_sync, missing, drifted, conflict, excluded, stale, ...).",
     ["blueprint", "state"],
     registry=REGISTRY,
 )

@@ -6,8 +6,9 @@ from the API's JSON, and what the planner asks the writer to do. They import not
 without a cluster.
 
 Secret data lives only in :class:`Blueprint` (the copies' data is reduced to a hash when it is
-observed), and every field that holds data is excluded from ``repr`` so that a stray log line or
-exception message can never print it.
+observed), and every field that holds data, or a hash of it, is excluded from ``repr`` so that a
+stray log line or exception message can never print it (a hash of a weak secret can be guessed
+offline).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ NamespaceName = NewType("NamespaceName", str)
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "secrets-operator"
 SOURCE_ANNOTATION = "secrets-operator.io/source"
-HASH_ANNOTATION = "secrets-operator.io/source-hash"
+#: Carried by copies written by earlier versions: a sha256 of the Secret's type and data, readable by anyone
+#: who may read the copy's metadata but not its data, an offline guessing oracle for weak secrets.
+#: No longer written; removed from every copy that still has it (see planning.stale_metadata).
+LEGACY_HASH_ANNOTATION = "secrets-operator.io/source-hash"
 #: Which blueprint labels/annotations a copy received (comma-separated keys), so that keys later
 #: removed from the blueprint, or no longer matched by COPY_METADATA, are removed from the copies.
 COPIED_LABELS_ANNOTATION = "secrets-operator.io/copied-labels"
@@ -62,7 +66,7 @@ class Blueprint:
     immutable: bool
     labels: Mapping[str, str]
     annotations: Mapping[str, str] = dataclasses.field(repr=False)
-    hash: str
+    hash: str = dataclasses.field(repr=False)
     resource_version: str = ""
     uid: str = ""
 
@@ -83,8 +87,8 @@ class CopyInfo:
     type: str
     immutable: bool
     labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    data_hash: str
+    annotations: Mapping[str, str] = dataclasses.field(repr=False)  # may hold an old copy's digest
+    data_hash: str = dataclasses.field(repr=False)
     data_keys: frozenset[str]
 
 
@@ -96,6 +100,9 @@ class CopyState(enum.StrEnum):
     DRIFTED = "drifted"
     CONFLICT = "conflict"
     EXCLUDED = "excluded"
+    #: The operator's copy in a namespace that is no longer a target, kept because PRUNE is off:
+    #: it no longer follows the blueprint, so it is not fine (unlike ``excluded``).
+    STALE = "stale"
     BLUEPRINT_MISSING = "blueprint_missing"
     REFUSED = "refused"
     ORPHANED = "orphaned"
@@ -128,7 +135,7 @@ class Action:
     reason: str
     body: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False)
     resource_version: str | None = None
-    hash: str = ""
+    hash: str = dataclasses.field(default="", repr=False)
 
     def describe(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name} from {self.blueprint}: {self.reason}"
@@ -136,18 +143,28 @@ class Action:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One line of the report: a blueprint, a namespace, the state, and why."""
+    """One line of the report: a blueprint, a namespace, the state, and why.
+
+    ``prune_in`` is set while the operator's copy of a missing blueprint waits out the prune
+    grace: the seconds left before it is deleted, unless the blueprint returns.
+    """
 
     blueprint: BlueprintRef
     namespace: str
     state: CopyState
     detail: str = ""
+    prune_in: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class NamespacePlan:
-    """Everything planning concluded about one namespace."""
+    """Everything planning concluded about one namespace.
+
+    ``recheck_after``: plan this namespace again after so many seconds, even if nothing changes
+    (a prune grace ends then); None when only a change can alter the plan.
+    """
 
     namespace: str
     rows: tuple[Row, ...]
     actions: tuple[Action, ...]
+    recheck_after: float | None = None

@@ -9,10 +9,17 @@ go through this one function.
 Rules that protect users, in one place:
 - a Secret is *ours* only when it carries ``app.kubernetes.io/managed-by=secrets-operator`` and
   ``secrets-operator.io/source=<this blueprint>``; anything else with the same name is a conflict,
-  never overwritten unless the conflict policy is ``adopt``, and never deleted;
+  never overwritten unless the conflict policy is ``adopt``, and never deleted, not even to be
+  replaced (a type change or an immutable Secret): such a twin stays a conflict under ``adopt``;
 - the blueprint itself, in its home namespace, is never a target;
 - terminating namespaces are left alone;
-- nothing is written when the copy already matches (hash, type, immutability and our metadata).
+- PRUNE deletes the copies of a missing blueprint only once it has been missing for the grace
+  period (the caller says for how long; planning keeps no clock), so that a blueprint deleted
+  and created again keeps its copies;
+- nothing is written when the copy already matches (hash, type, immutability and our metadata);
+- no value computed from the data is ever written into metadata: the copy's own observed data is
+  hashed in memory and compared with the blueprint's (a digest in an annotation would be an offline
+  guessing oracle for anyone who may read metadata but not data).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -27,8 +35,8 @@ from secrets_operator.model import (
     COPIED_ANNOTATIONS_ANNOTATION,
     COPIED_LABELS_ANNOTATION,
     EXCLUDE_LABEL,
-    HASH_ANNOTATION,
     LAST_APPLIED_ANNOTATION,
+    LEGACY_HASH_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SERVICE_ACCOUNT_TOKEN_TYPE,
@@ -69,6 +77,8 @@ class Policy:
     exclude: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
     conflict_policy: ConflictPolicy = "skip"
     prune: bool = False
+    #: How long a blueprint must have been missing before PRUNE deletes its copies.
+    prune_grace_seconds: float = 60.0
     copy_metadata: tuple[str, ...] = ()
 
 
@@ -164,7 +174,7 @@ def desired_marks(blueprint: Blueprint, policy: Policy) -> Marks:
     """Copied metadata, the ownership marks, and the record of what was copied (for removal)."""
     labels = _copied(blueprint.labels, policy)
     annotations = _copied(blueprint.annotations, policy)
-    wanted = {**annotations, SOURCE_ANNOTATION: str(blueprint.ref), HASH_ANNOTATION: blueprint.hash}
+    wanted = {**annotations, SOURCE_ANNOTATION: str(blueprint.ref)}
     if labels:
         wanted[COPIED_LABELS_ANNOTATION] = ",".join(sorted(labels))
     if annotations:
@@ -177,10 +187,14 @@ def _recorded(copy: CopyInfo, annotation: str) -> set[str]:
 
 
 def stale_metadata(copy: CopyInfo, marks: Marks) -> tuple[set[str], set[str]]:
-    """Labels and annotations the operator copied earlier that the copy must no longer have."""
+    """Labels and annotations the operator wrote earlier that the copy must no longer have.
+
+    That includes the digest of the data earlier versions wrote (``LEGACY_HASH_ANNOTATION``): a
+    copy that still carries it gets one metadata-only patch that removes it.
+    """
     labels = _recorded(copy, COPIED_LABELS_ANNOTATION) - marks.labels.keys()
     annotations = _recorded(copy, COPIED_ANNOTATIONS_ANNOTATION) - marks.annotations.keys()
-    for bookkeeping in (COPIED_LABELS_ANNOTATION, COPIED_ANNOTATIONS_ANNOTATION):
+    for bookkeeping in (COPIED_LABELS_ANNOTATION, COPIED_ANNOTATIONS_ANNOTATION, LEGACY_HASH_ANNOTATION):
         if bookkeeping in copy.annotations and bookkeeping not in marks.annotations:
             annotations.add(bookkeeping)
     return {key for key in labels if key in copy.labels}, {
@@ -252,7 +266,10 @@ def _merge_patch(copy: CopyInfo, blueprint: Blueprint, marks: Marks, *, data_cha
 def _needs_replace(copy: CopyInfo, blueprint: Blueprint, differences: list[str]) -> str | None:
     """Why an in-place update is impossible (so the copy must be deleted and created), or None."""
     if "type" in differences:
-        return "the type of a Secret cannot be changed in place"
+        return (
+            f"its type is {copy.type!r}, not {blueprint.type!r}, "
+            "and the type of a Secret cannot be changed in place"
+        )
     if copy.immutable and ("data" in differences or "immutable" in differences):
         return "the existing Secret is immutable"
     return None
@@ -302,14 +319,45 @@ def _delete(copy: CopyInfo, ref: BlueprintRef, why: str) -> Action:
     )
 
 
+def _missing_blueprint(
+    policy: Policy, ref: BlueprintRef, namespace: str, copy: CopyInfo, missing_for: float | None
+) -> tuple[Row, Action | None]:
+    """The operator's copy of a blueprint that does not exist, with PRUNE on.
+
+    A blueprint deleted and created again (``kubectl replace --force``, Argo CD ``Replace=true``,
+    rotating an immutable blueprint) is briefly missing: its copies are deleted only once it has
+    been missing for the grace period. ``missing_for`` is how long the caller has seen it missing;
+    None when it cannot know (a one-shot command), and then nothing is deleted.
+    """
+    grace = policy.prune_grace_seconds
+    if missing_for is None:
+        detail = (
+            f"blueprint does not exist; the running operator prunes the copy {grace:g} s after it "
+            "sees the blueprint missing, unless it returns"
+        )
+        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail), None
+    if missing_for < grace:
+        left = grace - missing_for
+        detail = f"blueprint does not exist; the copy is pruned in {math.ceil(left)} s unless it returns"
+        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail, prune_in=left), None
+    why = f"blueprint missing for {missing_for:.0f} s (PRUNE_GRACE_SECONDS={grace:g})"
+    return Row(ref, namespace, CopyState.ORPHANED, why), _delete(copy, ref, f"pruned: {why}")
+
+
 def plan_pair(
     policy: Policy,
     ref: BlueprintRef,
     blueprint: Blueprint | None,
     namespace: NamespaceInfo,
     copy: CopyInfo | None,
+    *,
+    missing_for: float | None = None,
 ) -> tuple[Row, Action | None]:
-    """The state of one blueprint × namespace pair, and the one write that fixes it (if any)."""
+    """The state of one blueprint × namespace pair, and the one write that fixes it (if any).
+
+    ``missing_for``: when ``blueprint`` is None, the seconds it has been seen missing (None:
+    unknown), which decides whether PRUNE may delete the copy yet.
+    """
 
     def row(state: CopyState, detail: str = "") -> Row:
         return Row(ref, namespace.name, state, detail)
@@ -319,14 +367,17 @@ def plan_pair(
     ours = copy is not None and is_ours(copy, ref)
     excluded = exclusion(policy, ref, namespace)
     if excluded is not None:
-        if copy is not None and ours and policy.prune and namespace.name != ref.namespace:
-            return row(CopyState.ORPHANED, excluded), _delete(copy, ref, f"pruned: namespace {excluded}")
+        if copy is not None and ours and namespace.name != ref.namespace:
+            if policy.prune:
+                return row(CopyState.ORPHANED, excluded), _delete(copy, ref, f"pruned: namespace {excluded}")
+            return row(
+                CopyState.STALE,
+                f"{excluded}; the copy made earlier stays (PRUNE is off) and no longer follows the blueprint",
+            ), None
         return row(CopyState.EXCLUDED, excluded), None
     if blueprint is None:
         if copy is not None and ours and policy.prune:
-            return row(CopyState.ORPHANED, "blueprint deleted"), _delete(
-                copy, ref, "pruned: blueprint deleted"
-            )
+            return _missing_blueprint(policy, ref, namespace.name, copy, missing_for)
         return row(CopyState.BLUEPRINT_MISSING, "blueprint does not exist"), None
     refused = refusal(blueprint)
     if refused is not None:
@@ -349,6 +400,14 @@ def plan_pair(
             source = copy.annotations.get(SOURCE_ANNOTATION, "")
             detail = f"a Secret with this name is managed by secrets-operator for another source {source!r}"
         if policy.conflict_policy == "adopt":
+            unadoptable = _needs_replace(copy, blueprint, differences)
+            if unadoptable is not None:
+                # Replacing is a delete, and a Secret the operator does not own is never deleted.
+                return row(
+                    CopyState.CONFLICT,
+                    f"{detail}; not adopted: {unadoptable}, and secrets-operator never deletes "
+                    "a Secret it does not own (delete it, and the copy is created)",
+                ), None
             # Every field is rewritten, whatever the comparison says: the markers are missing anyway.
             return row(CopyState.CONFLICT, detail + "; adopting it"), _write_for(
                 copy, blueprint, namespace.name, marks, differences, why="adopting an unmanaged Secret"
@@ -369,19 +428,29 @@ def plan_namespace(
     name: str,
     blueprints: Mapping[BlueprintRef, Blueprint | None],
     copies: Mapping[str, CopyInfo],
+    missing_for: Mapping[BlueprintRef, float] | None = None,
 ) -> NamespacePlan:
     """Rows and writes for every configured blueprint in one namespace.
 
     ``namespace`` is None when the namespace is not (or no longer) in the cache: then nothing is
-    written, since its Secrets are being deleted with it.
+    written, since its Secrets are being deleted with it. ``missing_for`` holds, for blueprints
+    that do not exist, how many seconds they have been seen missing (absent: unknown).
     """
     if namespace is None:
         return NamespacePlan(name, (), ())
     rows: list[Row] = []
     actions: list[Action] = []
     for ref, blueprint in sorted(blueprints.items(), key=lambda item: item[0]):
-        row, action = plan_pair(policy, ref, blueprint, namespace, copies.get(ref.name))
+        row, action = plan_pair(
+            policy,
+            ref,
+            blueprint,
+            namespace,
+            copies.get(ref.name),
+            missing_for=(missing_for or {}).get(ref),
+        )
         rows.append(row)
         if action is not None:
             actions.append(action)
-    return NamespacePlan(name, tuple(rows), tuple(actions))
+    waits = [row.prune_in for row in rows if row.prune_in is not None]
+    return NamespacePlan(name, tuple(rows), tuple(actions), min(waits) if waits else None)

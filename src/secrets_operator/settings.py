@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     conflict_policy: Literal["skip", "adopt"] = Field(
         default="skip",
         description="`skip`: a same-named Secret not created by the operator is left alone and reported; "
-        "`adopt`: it is overwritten and becomes managed.",
+        "`adopt`: it is overwritten in place and becomes managed (never deleted: one that could only be "
+        "replaced, of another type or immutable, stays a reported conflict).",
         json_schema_extra={"example": "adopt"},
     )
     prune: bool = Field(
@@ -97,6 +98,15 @@ class Settings(BaseSettings):
         description="Delete copies whose blueprint was deleted or whose namespace no longer matches. "
         "Never deletes a Secret the operator did not create.",
         json_schema_extra={"example": "true"},
+    )
+    prune_grace_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=7 * 86400,
+        description="With PRUNE, how long a blueprint must stay missing before its copies are deleted; "
+        "a blueprint deleted and created again within it (`kubectl replace --force`, Argo CD "
+        "`Replace=true`, rotating an immutable blueprint) keeps its copies.",
+        json_schema_extra={"example": "300"},
     )
     copy_metadata: Globs = Field(
         default=(),
@@ -278,6 +288,7 @@ class Settings(BaseSettings):
             exclude=self.exclude_namespaces,
             conflict_policy=self.conflict_policy,
             prune=self.prune,
+            prune_grace_seconds=self.prune_grace_seconds,
             copy_metadata=self.copy_metadata,
         )
 

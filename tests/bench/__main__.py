@@ -51,7 +51,6 @@ from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator.kube.informer import Informer
-from secrets_operator.model import HASH_ANNOTATION
 from secrets_operator.planning import content_hash
 from tests.binaries import ETCD_VERSION, KUBERNETES_VERSION, BuildError
 from tests.cluster import ControlPlane, ControlPlaneError
@@ -363,8 +362,9 @@ class CopyWatch:
     """An independent LIST+WATCH of every Secret named ``name``, as a user of the cluster sees it.
 
     For each namespace under the prefix it records when a copy was first seen, the copy's current
-    ``source-hash`` annotation, and when each hash was first seen. Times are ``time.monotonic()``
-    at the arrival of the chunk that carried the event. Data is never kept.
+    data hash (type and data, hashed here in memory as the operator does), and when each hash was
+    first seen. Times are ``time.monotonic()`` at the arrival of the chunk that carried the event.
+    Data is never kept.
     """
 
     def __init__(self, api: Api, name: str, *, prefix: str, home: str, notifier: Notifier) -> None:
@@ -396,7 +396,7 @@ class CopyWatch:
         if previous is not None:
             self.hash_counts[previous] -= 1
         if kind != "DELETED":
-            digest = str((metadata.get("annotations") or {}).get(HASH_ANNOTATION, ""))
+            digest = content_hash(str(obj.get("type") or "Opaque"), obj.get("data") or {})
             self.current[namespace] = digest
             self.hash_counts[digest] += 1
             self.first_seen.setdefault(namespace, now)
@@ -821,7 +821,7 @@ class Bench:
             await self.fleet.stop(operator)
             data = fresh_data()
             digest = content_hash("Opaque", data)
-            body = {"metadata": {"annotations": {HASH_ANNOTATION: digest}}, "data": data}
+            body = {"data": data}
             pending = iter(names)
 
             async def patcher() -> None:

@@ -28,7 +28,8 @@ from tests.support import read_or_none, wait_for
 StartProxy = Callable[[str], Awaitable[FaultProxy]]
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SOURCE = "secrets-operator.io/source"
-HASH = "secrets-operator.io/source-hash"
+#: The digest of type+data that earlier versions wrote on every copy; no object may carry it now.
+LEGACY_HASH = "secrets-operator.io/source-hash"
 
 
 def b64(text: str) -> str:

@@ -761,7 +761,8 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             await refused(
                 core.patch_namespaced_secret(name, scenario.home, {"data": {"auth": b64("y")}}), "blueprint"
             )
-            # The unmanaged twin: left as it is with skip; with adopt, only made into a marked copy.
+            # The unmanaged twin: left as it is with skip; with adopt, only made into a marked copy
+            # in place. Never deleted, whatever the policy (adopt never replaces a twin).
             theirs = {"data": {"x": b64("mine")}}
             adopted = {
                 "metadata": {
@@ -770,12 +771,13 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 }
             }
             await refused(core.patch_namespaced_secret(name, twin, theirs), "ownership marks")
+            await refused(core.delete_namespaced_secret(name, twin), "only delete Secrets it manages")
             if conflict_policy == "skip":
-                await refused(core.patch_namespaced_secret(name, twin, adopted), "only change or delete")
-                await refused(core.delete_namespaced_secret(name, twin), "only change or delete")
+                await refused(
+                    core.patch_namespaced_secret(name, twin, adopted), "only change Secrets it manages"
+                )
             else:
                 await core.patch_namespaced_secret(name, twin, adopted, dry_run="All")
-                await core.delete_namespaced_secret(name, twin, dry_run="All")
             # What the operator does is allowed: create, change and delete its own copies.
             await core.create_namespaced_secret(
                 victim, _secret(name, marked_for=source, data={"auth": b64("a")}), dry_run="All"

@@ -6,12 +6,14 @@ cluster's state from outside, the way a user would.
 
 from __future__ import annotations
 
+import json
 import time
 
+import anyio
 from kubernetes_asyncio import client
 
-from tests.integration.conftest import HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
-from tests.support import wait_for
+from tests.integration.conftest import LEGACY_HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
+from tests.support import data_digests, wait_for
 
 HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
 
@@ -28,7 +30,86 @@ async def test_copy_appears_in_a_namespace_created_after_start(scenario: Scenari
     assert copy.metadata.labels[MANAGED_BY] == "secrets-operator"
     assert copy.metadata.labels["team"] == "platform"
     assert copy.metadata.annotations[SOURCE] == f"{scenario.home}/{scenario.secret_name}"
-    assert len(copy.metadata.annotations[HASH]) == 64
+    assert set(copy.metadata.annotations) == {SOURCE, "secrets-operator.io/copied-labels"}
+
+
+async def test_no_object_carries_a_digest_of_the_blueprint_data(scenario: Scenario) -> None:
+    """Whoever may read metadata or Events but not data must get nothing to test guesses against."""
+    weak = {"auth": "alice:$apr1$weak$password1", "realm": "staff"}
+    blueprint = await scenario.blueprint(weak, labels={"team": "platform"}, annotations={"note": "x"})
+    copies = [await scenario.namespace(f"t{i}") for i in range(2)]
+    twin = await scenario.namespace("twin")  # a conflict, so that an Event is recorded too
+    await scenario.core.create_namespaced_secret(
+        twin, client.V1Secret(metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"x": "y"})
+    )
+    operator = scenario.operator(copy_metadata="*")
+    await operator.wait_ready()
+    for namespace in copies:
+        await scenario.wait_copy(namespace, weak)
+
+    async def conflict_event() -> bool:
+        return any(event.reason == "Conflict" for event in await scenario.events())
+
+    await wait_for(conflict_event, timeout=20, what="a Conflict event on the blueprint")
+    listed = await scenario.core.list_secret_for_all_namespaces(
+        field_selector=f"metadata.name={scenario.secret_name}"
+    )
+    seen = {f"Secret {item.metadata.namespace}": item.metadata for item in listed.items}
+    assert {*copies, twin, scenario.home} <= {item.metadata.namespace for item in listed.items}
+    for namespace in [scenario.home, *copies, twin]:
+        for event in await scenario.events(namespace):
+            seen[f"Event {namespace}/{event.metadata.name}"] = event  # the whole Event, note included
+    digests = data_digests("Opaque", dict(blueprint.data))
+    for where, obj in seen.items():
+        text = json.dumps(scenario.api.sanitize_for_serialization(obj))
+        for what, digest in digests.items():
+            assert digest not in text, f"{what} found in {where}: {text}"
+        assert LEGACY_HASH not in text, where
+
+
+async def test_copy_written_by_an_earlier_version_loses_its_data_digest_in_one_patch(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    blueprint = await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t")
+    source = f"{scenario.home}/{scenario.secret_name}"
+    old_digest = data_digests("Opaque", dict(blueprint.data))["sha256 of type+data (content_hash)"]
+    written = await scenario.core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(  # exactly what earlier versions wrote
+            metadata=client.V1ObjectMeta(
+                name=scenario.secret_name,
+                labels={MANAGED_BY: "secrets-operator"},
+                annotations={SOURCE: source, LEGACY_HASH: old_digest},
+            ),
+            data=dict(blueprint.data),
+        ),
+    )
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy)
+    await operator.wait_ready()
+
+    async def digest_removed() -> bool:
+        copy = await scenario.copy(namespace)
+        return copy is not None and LEGACY_HASH not in (copy.metadata.annotations or {})
+
+    await wait_for(digest_removed, timeout=20, what="the old digest annotation to leave the copy")
+
+    async def settled() -> bool:  # the write is counted once its response is back (and logged)
+        metrics = await operator.metrics()
+        return (
+            metrics.value("secrets_operator_copies", state="in_sync") == 1
+            and metrics.value("secrets_operator_writes_total") >= 1
+        )
+
+    await wait_for(settled, timeout=20, what="the patched copy to be seen in sync")
+    copy = await scenario.copy(namespace)
+    assert copy is not None
+    assert copy.metadata.uid == written.metadata.uid  # patched in place, not replaced
+    assert copy.data == blueprint.data
+    assert copy.metadata.annotations == {SOURCE: source}
+    sent = [(write.method, write.path) for write in proxy.writes if "/secrets" in write.path]
+    assert sent == [("PATCH", f"/api/v1/namespaces/{namespace}/secrets/{scenario.secret_name}")], sent
 
 
 async def test_label_removed_from_the_blueprint_is_removed_from_copies(scenario: Scenario) -> None:
@@ -139,6 +220,59 @@ async def test_unmanaged_twin_is_adopted_with_adopt(scenario: Scenario) -> None:
     assert adopted.metadata.labels["owner"] == "someone"  # others' labels survive adoption
 
 
+async def test_unmanaged_twin_of_another_type_or_immutable_is_never_deleted_with_adopt(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """Adopting those would mean a delete and a create: they stay conflicts, exactly as they were."""
+    await scenario.blueprint(HTPASSWD)
+    typed = await scenario.namespace("typed")
+    frozen = await scenario.namespace("frozen")
+    other = await scenario.namespace("u")
+    twins = {
+        typed: client.V1Secret(
+            metadata=client.V1ObjectMeta(name=scenario.secret_name),
+            type="kubernetes.io/basic-auth",
+            string_data={"username": "them", "password": "theirs"},
+        ),
+        frozen: client.V1Secret(
+            metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"mine": "x"}, immutable=True
+        ),
+    }
+    before = {
+        namespace: await scenario.core.create_namespaced_secret(namespace, twin)
+        for namespace, twin in twins.items()
+    }
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, conflict_policy="adopt", resync_seconds="1")
+    await operator.wait_ready()
+    await scenario.wait_copy(other, HTPASSWD)  # the first pass is under way
+    relisted = operator.log.count('"periodic resync"')
+
+    async def resynced() -> bool:  # a wrongful delete could come with any later pass
+        return operator.log.count('"periodic resync"') >= relisted + 3
+
+    await wait_for(resynced, timeout=20, what="three periodic resyncs")
+    writes = [(w.method, w.path, w.status) for w in proxy.writes if typed in w.path or frozen in w.path]
+    assert not [write for write in writes if "/secrets" in write[1]], f"the twins were written: {writes}"
+    for namespace, was in before.items():
+        now = await scenario.copy(namespace)
+        assert now is not None, f"the twin in {namespace} was deleted"
+        assert (now.metadata.uid, now.metadata.resource_version) == (
+            was.metadata.uid,
+            was.metadata.resource_version,
+        )
+    assert (await operator.metrics()).value("secrets_operator_copies", state="conflict") == 2
+
+    async def reported() -> list[str] | None:
+        notes = [event.note or "" for event in await scenario.events() if event.reason == "Conflict"]
+        found = [note for note in notes if "not adopted" in note]
+        return found if len(found) == 2 else None
+
+    notes = await wait_for(reported, timeout=20, what="a Conflict event for each twin")
+    assert any(typed in note and "its type is 'kubernetes.io/basic-auth'" in note for note in notes), notes
+    assert any(frozen in note and "immutable" in note for note in notes), notes
+
+
 async def test_excluded_unselected_and_opted_out_namespaces_get_nothing(scenario: Scenario) -> None:
     await scenario.blueprint(HTPASSWD)
     selected = await scenario.namespace("sel", labels={"tier": "web"})
@@ -208,6 +342,47 @@ async def test_copies_stay_when_the_namespace_leaves_the_selector_without_prune(
     assert await scenario.copy(namespace) is not None
 
 
+async def test_copy_left_in_a_namespace_that_stopped_being_a_target_is_reported_stale(
+    scenario: Scenario,
+) -> None:
+    import os
+    import sys
+
+    import anyio
+
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("t", labels={"tier": "web"})
+    never = await scenario.namespace("never", labels={"tier": "db"})
+    operator = scenario.operator(namespace_selector="tier=web")
+    await operator.wait_ready()
+    await scenario.wait_copy(namespace, HTPASSWD)
+    await scenario.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "db"}}})
+
+    async def stale() -> bool:
+        metrics = await operator.metrics()
+        return (
+            metrics.value("secrets_operator_copies", state="stale") == 1
+            and metrics.value("secrets_operator_copies", state="in_sync") == 0
+        )
+
+    await wait_for(stale, timeout=20, what="the copies gauge to count the left copy as stale")
+    assert await scenario.copy(namespace) is not None  # PRUNE is off: kept
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_OPERATOR_")}
+    env.update(scenario.env(namespace_selector="tier=web"))
+    env["KUBECONFIG"] = str(scenario.cluster.kubeconfig)
+    check = await anyio.run_process(
+        [sys.executable, "-m", "secrets_operator", "check", "--problems-only", "--output", "json"],
+        env=env,
+        check=False,
+    )
+    assert check.returncode == 1, check.stdout.decode()
+    rows = {row["namespace"]: row for row in json.loads(check.stdout)}
+    assert rows[namespace]["state"] == "stale", rows
+    assert "NAMESPACE_SELECTOR" in rows[namespace]["detail"]
+    assert never not in rows  # no copy there: excluded, not a problem
+
+
 async def test_missing_blueprint_is_reported_then_copied_once_created(scenario: Scenario) -> None:
     await scenario.namespace("home")
     namespace = await scenario.namespace("t")
@@ -226,11 +401,78 @@ async def test_missing_blueprint_is_reported_then_copied_once_created(scenario: 
 async def test_deleted_blueprint_prunes_copies_only_with_prune(scenario: Scenario) -> None:
     await scenario.blueprint(HTPASSWD)
     namespace = await scenario.namespace("t")
-    operator = scenario.operator(prune="true")
+    operator = scenario.operator(prune="true", prune_grace_seconds="0")
     await operator.wait_ready()
     await scenario.wait_copy(namespace, HTPASSWD)
     await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
     await scenario.wait_no_copy(namespace)
+
+
+async def test_blueprint_deleted_and_created_again_keeps_its_copies_with_prune(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """Rotating an immutable blueprint, `kubectl replace --force`, Argo CD `Replace=true`: a delete,
+    a gap, a create. With PRUNE on, no copy may be deleted for that, during the grace or after."""
+    grace = 4.0
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"t{i}") for i in range(3)]
+    proxy = await proxies("p")  # its log shows every write the operator sends
+    operator = scenario.operator_via(proxy, prune="true", prune_grace_seconds=str(grace), resync_seconds="1")
+    await operator.wait_ready()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD)
+
+    def deletes() -> list[tuple[str, int]]:
+        return [(write.path, write.status) for write in proxy.writes if write.method == "DELETE"]
+
+    deleted = time.monotonic()
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+    await anyio.sleep(1.0)  # the gap: Argo CD, for one, waits for the deletion before creating
+    rotated = {"auth": "alice:$apr1$new$rotated"}
+    await scenario.blueprint(rotated)
+    for namespace in targets:
+        await scenario.wait_copy(namespace, rotated)
+    assert not deletes(), f"copies were deleted for a blueprint deleted and created again: {deletes()}"
+
+    # A wrongful DELETE could come with any pass once the grace is over: watch two resyncs.
+    await anyio.sleep(max(0.0, deleted + grace - time.monotonic()))
+    resyncs = operator.log.count('"periodic resync"')
+
+    async def resynced() -> bool:
+        return operator.log.count('"periodic resync"') >= resyncs + 2
+
+    await wait_for(resynced, timeout=20, what="two periodic resyncs after the grace")
+    assert not deletes(), f"copies were deleted after the grace of a blueprint that came back: {deletes()}"
+
+
+async def test_copies_of_a_blueprint_left_deleted_are_pruned_when_the_grace_is_over(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """Not before, and without waiting for a resync (RESYNC_SECONDS is 600 here)."""
+    grace = 4.0
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"t{i}") for i in range(3)]
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, prune="true", prune_grace_seconds=str(grace))
+    await operator.wait_ready()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD)
+    deleted = time.monotonic()
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+
+    async def waiting() -> bool:
+        metrics = await operator.metrics()
+        return metrics.value("secrets_operator_copies", state="blueprint_missing") == len(targets)
+
+    await wait_for(waiting, timeout=grace, what="the copies to wait out the grace as blueprint_missing")
+    assert "will be pruned in 4 s unless it returns" in operator.log
+    for namespace in targets:
+        await scenario.wait_no_copy(namespace, timeout=grace + 10)
+    assert time.monotonic() - deleted >= grace
+    assert [write.method for write in proxy.writes if "/secrets" in write.path].count("DELETE") == len(
+        targets
+    )
+    assert (await operator.metrics()).value("secrets_operator_writes_total", action="delete") == len(targets)
 
 
 async def test_service_account_token_blueprint_is_refused(scenario: Scenario) -> None:

@@ -259,3 +259,45 @@ def test_logged_exceptions_show_their_type_but_not_their_message(capsys: pytest.
     assert entry["error_type"] == "ValueError"
     assert "test_logged_exceptions_show_their_type_but_not_their_message" in entry["traceback"]
     assert CANARY not in lines[0], "exception messages can quote Secret data"
+
+
+# -- check: what counts against exit 0
+
+
+class _Kube:
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("problems_only", [False, True])
+async def test_check_counts_a_stale_copy_against_exit_0_and_shows_it_with_problems_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], problems_only: bool
+) -> None:
+    from secrets_operator import cli as command
+    from secrets_operator.model import BlueprintRef, CopyState, NamespacePlan, Row
+
+    ref = BlueprintRef("auth", "htpasswd")
+    rows = (
+        Row(ref, "team-a", CopyState.IN_SYNC),
+        Row(ref, "kube-system", CopyState.EXCLUDED, "matched by EXCLUDE_NAMESPACES"),
+        Row(
+            ref, "old-team", CopyState.STALE, "not matched by NAMESPACE_SELECTOR; the copy made earlier stays"
+        ),
+    )
+
+    class Snapshot:
+        def plan_all(self) -> list[NamespacePlan]:
+            return [NamespacePlan(row.namespace, (row,), ()) for row in rows]
+
+    async def snapshot(settings: Settings) -> tuple[Snapshot, _Kube]:
+        return Snapshot(), _Kube()
+
+    monkeypatch.setattr(command, "_snapshot", snapshot)
+    settings = Settings(blueprints=(ref,))
+    status = await command.check(settings, output="json", problems_only=problems_only)
+    out, err = capsys.readouterr()
+    shown = {(row["namespace"], row["state"]) for row in json.loads(out)}
+    assert status == 1
+    assert ("old-team", "stale") in shown
+    assert (("team-a", "in_sync") in shown) is not problems_only
+    assert "1 stale" in err

@@ -24,9 +24,11 @@ from secrets_operator.model import (
     CopyInfo,
     CopyState,
     NamespaceInfo,
+    Row,
 )
 from secrets_operator.planning import Policy, content_hash, exclusion, plan_namespace, plan_pair
 from secrets_operator.selectors import parse_label_selector
+from tests.support import data_digests
 
 REF = BlueprintRef("auth", "htpasswd")
 OTHER_REF = BlueprintRef("registry", "pull-secret")
@@ -72,10 +74,7 @@ def our_copy(source: Blueprint, namespace: str = "team-a", **changes: Any) -> Co
         type=source.type,
         immutable=source.immutable,
         labels={"app.kubernetes.io/managed-by": "secrets-operator"},
-        annotations={
-            "secrets-operator.io/source": str(source.ref),
-            "secrets-operator.io/source-hash": source.hash,
-        },
+        annotations={"secrets-operator.io/source": str(source.ref)},
         data_hash=source.hash,
         data_keys=frozenset(source.data),
     )
@@ -191,10 +190,7 @@ def test_missing_copy_is_created_with_the_full_secret() -> None:
             "name": "htpasswd",
             "namespace": "team-a",
             "labels": {"app.kubernetes.io/managed-by": "secrets-operator"},
-            "annotations": {
-                "secrets-operator.io/source": "auth/htpasswd",
-                "secrets-operator.io/source-hash": source.hash,
-            },
+            "annotations": {"secrets-operator.io/source": "auth/htpasswd"},
         },
         "type": "Opaque",
         "data": DATA,
@@ -260,16 +256,46 @@ def test_edited_copy_is_restored_by_a_conditional_merge_patch() -> None:
     assert patch["data"] == {**DATA, "stale": None}
 
 
-def test_copy_missing_our_hash_annotation_gets_metadata_only_patch() -> None:
+def test_copy_still_carrying_the_old_data_digest_annotation_loses_it_in_a_metadata_only_patch() -> None:
     source = blueprint()
-    copy = our_copy(source, annotations={"secrets-operator.io/source": "auth/htpasswd"})
+    copy = our_copy(
+        source,
+        annotations={
+            "secrets-operator.io/source": "auth/htpasswd",
+            "secrets-operator.io/source-hash": source.hash,
+        },
+    )
     row, action = plan_pair(Policy(), REF, source, TARGET, copy)
     assert row.state is CopyState.DRIFTED
+    assert row.detail == "differs in annotations"
     assert action is not None
     assert action.kind is ActionKind.UPDATE
     patch = body_of(action)
     assert "data" not in patch
-    assert patch["metadata"]["annotations"]["secrets-operator.io/source-hash"] == source.hash
+    assert patch["metadata"]["resourceVersion"] == "42"
+    assert patch["metadata"]["annotations"] == {
+        "secrets-operator.io/source": "auth/htpasswd",
+        "secrets-operator.io/source-hash": None,  # merge-patch null removes the key
+    }
+    # Once removed, the copy is in sync: no further write.
+    removed = our_copy(source, annotations={"secrets-operator.io/source": "auth/htpasswd"})
+    assert plan_pair(Policy(), REF, source, TARGET, removed) == (Row(REF, "team-a", CopyState.IN_SYNC), None)
+
+
+@pytest.mark.parametrize("situation", ["create", "update", "replace", "adopt"])
+def test_no_write_puts_a_digest_of_the_data_in_metadata(situation: str) -> None:
+    source = blueprint(immutable=situation == "replace")
+    stale = {"auth": b64("old")}
+    existing = {
+        "create": None,
+        "update": our_copy(source, data_hash=content_hash("Opaque", stale), data_keys=frozenset(stale)),
+        "replace": our_copy(source, data_hash=content_hash("Opaque", stale), data_keys=frozenset(stale)),
+        "adopt": foreign_secret(source),
+    }[situation]
+    _, action = plan_pair(Policy(conflict_policy="adopt"), REF, source, TARGET, existing)
+    metadata = str(body_of(action)["metadata"])
+    for what, digest in data_digests(source.type, dict(source.data)).items():
+        assert digest not in metadata, f"{situation}: {what} in {metadata}"
 
 
 def test_copy_with_another_type_is_replaced() -> None:
@@ -360,6 +386,48 @@ def test_adopting_a_secret_with_identical_data_still_marks_it_as_ours() -> None:
     assert body_of(action)["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "secrets-operator"}
 
 
+@pytest.mark.parametrize(
+    ("twin", "because"),
+    [
+        ("another type", "its type is 'kubernetes.io/basic-auth', not 'Opaque'"),
+        ("immutable, other data", "immutable"),
+        ("immutable, mutable blueprint", "immutable"),
+    ],
+)
+def test_unmanaged_secret_that_could_only_be_replaced_is_never_adopted(twin: str, because: str) -> None:
+    """Replacing is a delete: under adopt, such a twin stays a reported conflict and is not touched."""
+    source = blueprint()
+    theirs = {
+        "another type": dataclasses.replace(foreign_secret(source), type="kubernetes.io/basic-auth"),
+        "immutable, other data": dataclasses.replace(foreign_secret(source), immutable=True),
+        "immutable, mutable blueprint": our_copy(source, labels={}, annotations={}, immutable=True),
+    }[twin]
+    row, action = plan_pair(Policy(conflict_policy="adopt", prune=True), REF, source, TARGET, theirs)
+    assert action is None
+    assert row.state is CopyState.CONFLICT
+    assert "not created by secrets-operator; not adopted" in row.detail
+    assert because in row.detail
+    assert "never deletes a Secret it does not own" in row.detail
+
+
+def test_immutable_unmanaged_secret_with_the_blueprint_data_is_adopted_by_marking_it() -> None:
+    source = blueprint(immutable=True)
+    twin = our_copy(source, labels={}, annotations={}, immutable=True)
+    row, action = plan_pair(Policy(conflict_policy="adopt"), REF, source, TARGET, twin)
+    assert "adopting it" in row.detail
+    assert action is not None
+    assert action.kind is ActionKind.UPDATE  # metadata only: an immutable Secret's labels may change
+    assert "data" not in body_of(action)
+
+
+def test_our_own_copy_of_another_type_is_still_replaced() -> None:
+    source = blueprint()
+    _, action = plan_pair(Policy(), REF, source, TARGET, our_copy(source, type="kubernetes.io/basic-auth"))
+    assert action is not None
+    assert action.kind is ActionKind.REPLACE
+    assert "cannot be changed in place" in action.reason
+
+
 @pytest.mark.parametrize("prune", [False, True])
 def test_copy_managed_for_another_source_is_a_conflict_never_touched(prune: bool) -> None:
     source = blueprint()
@@ -409,10 +477,26 @@ def test_our_copy_in_an_excluded_namespace_is_deleted_when_prune_is_on() -> None
     assert action.resource_version == "42"
 
 
-def test_our_copy_in_an_excluded_namespace_is_kept_when_prune_is_off() -> None:
+@pytest.mark.parametrize("with_blueprint", [True, False])
+def test_our_copy_in_an_excluded_namespace_is_kept_and_reported_stale_when_prune_is_off(
+    with_blueprint: bool,
+) -> None:
     source = blueprint()
     opted_out = NamespaceInfo("team-a", {"secrets-operator.io/exclude": "true"})
-    row, action = plan_pair(Policy(prune=False), REF, source, opted_out, our_copy(source))
+    row, action = plan_pair(
+        Policy(prune=False), REF, source if with_blueprint else None, opted_out, our_copy(source)
+    )
+    assert row.state is CopyState.STALE
+    assert "opted out" in row.detail
+    assert "no longer follows the blueprint" in row.detail
+    assert action is None
+
+
+@pytest.mark.parametrize("copy_exists", ["none", "foreign"])
+def test_excluded_namespace_without_our_copy_is_just_excluded(copy_exists: str) -> None:
+    source = blueprint()
+    existing = foreign_secret(source) if copy_exists == "foreign" else None
+    row, action = plan_pair(Policy(), REF, source, NamespaceInfo("kube-system", {}), existing)
     assert row.state is CopyState.EXCLUDED
     assert action is None
 
@@ -447,13 +531,85 @@ def test_blueprint_home_namespace_is_never_written_even_with_prune(
 # -- the blueprint is missing or must not be copied
 
 
-def test_copies_of_a_deleted_blueprint_are_deleted_when_prune_is_on() -> None:
+@pytest.mark.parametrize("missing_for", [60.0, 61.5, 3600.0])
+def test_copies_of_a_blueprint_missing_for_the_whole_grace_are_deleted_when_prune_is_on(
+    missing_for: float,
+) -> None:
     copy = our_copy(blueprint())
-    row, action = plan_pair(Policy(prune=True), REF, None, TARGET, copy)
+    row, action = plan_pair(
+        Policy(prune=True, prune_grace_seconds=60), REF, None, TARGET, copy, missing_for=missing_for
+    )
     assert row.state is CopyState.ORPHANED
+    assert "PRUNE_GRACE_SECONDS=60" in row.detail
     assert action is not None
     assert action.kind is ActionKind.DELETE
     assert action.resource_version == "42"
+
+
+@pytest.mark.parametrize(
+    ("missing_for", "shown"), [(0.0, "60 s"), (0.4, "60 s"), (45.2, "15 s"), (59.99, "1 s")]
+)
+def test_copy_of_a_blueprint_missing_for_less_than_the_grace_is_kept_and_says_when_it_goes(
+    missing_for: float, shown: str
+) -> None:
+    """A blueprint deleted and created again (replace --force, an immutable rotation) keeps its copies."""
+    copy = our_copy(blueprint())
+    row, action = plan_pair(
+        Policy(prune=True, prune_grace_seconds=60), REF, None, TARGET, copy, missing_for=missing_for
+    )
+    assert action is None
+    assert row.state is CopyState.BLUEPRINT_MISSING
+    assert row.detail == f"blueprint does not exist; the copy is pruned in {shown} unless it returns"
+    assert row.prune_in == pytest.approx(60 - missing_for)
+
+
+def test_copy_of_a_blueprint_missing_for_an_unknown_time_is_never_pruned() -> None:
+    """One-shot commands (check, sync --once) cannot know how long it has been missing."""
+    row, action = plan_pair(Policy(prune=True), REF, None, TARGET, our_copy(blueprint()), missing_for=None)
+    assert action is None
+    assert row.state is CopyState.BLUEPRINT_MISSING
+    assert "prunes the copy 60 s after it sees the blueprint missing, unless it returns" in row.detail
+    assert row.prune_in is None
+
+
+def test_a_zero_grace_prunes_at_once() -> None:
+    _, action = plan_pair(
+        Policy(prune=True, prune_grace_seconds=0), REF, None, TARGET, our_copy(blueprint()), missing_for=0.0
+    )
+    assert action is not None
+    assert action.kind is ActionKind.DELETE
+
+
+def test_namespace_is_planned_again_when_the_first_prune_grace_ends() -> None:
+    first, second = blueprint(), blueprint(ref=OTHER_REF)
+    copies = {"htpasswd": our_copy(first), "pull-secret": our_copy(second)}
+    policy = Policy(prune=True, prune_grace_seconds=60)
+    plan = plan_namespace(
+        policy,
+        namespace=TARGET,
+        name="team-a",
+        blueprints={REF: None, OTHER_REF: None},
+        copies=copies,
+        missing_for={REF: 10.0, OTHER_REF: 40.0},
+    )
+    assert plan.actions == ()
+    assert plan.recheck_after == pytest.approx(20.0)
+    returned = plan_namespace(
+        policy, namespace=TARGET, name="team-a", blueprints={REF: first, OTHER_REF: second}, copies=copies
+    )
+    assert returned.recheck_after is None
+    assert returned.actions == ()
+    unknown = plan_namespace(
+        policy, namespace=TARGET, name="team-a", blueprints={REF: None, OTHER_REF: None}, copies=copies
+    )
+    assert (unknown.recheck_after, unknown.actions) == (None, ())
+
+
+def test_no_prune_grace_applies_to_a_namespace_that_stopped_being_a_target() -> None:
+    opted_out = NamespaceInfo("team-a", {"secrets-operator.io/exclude": "true"})
+    _, action = plan_pair(Policy(prune=True), REF, None, opted_out, our_copy(blueprint()), missing_for=0.0)
+    assert action is not None
+    assert action.kind is ActionKind.DELETE
 
 
 @pytest.mark.parametrize(
@@ -514,7 +670,6 @@ def test_copy_metadata_copies_everything_matching_except_tracking_keys() -> None
     assert metadata["annotations"] == {
         "example.com/owner": "ops",
         "secrets-operator.io/source": "auth/htpasswd",
-        "secrets-operator.io/source-hash": source.hash,
         # What was copied is recorded, so that it can be removed when the blueprint drops it.
         "secrets-operator.io/copied-labels": "team",
         "secrets-operator.io/copied-annotations": "example.com/owner",
@@ -563,7 +718,7 @@ def test_blueprint_metadata_is_not_copied_by_default() -> None:
     _, action = plan_pair(Policy(), REF, source, TARGET, None)
     metadata = body_of(action)["metadata"]
     assert metadata["labels"] == {"app.kubernetes.io/managed-by": "secrets-operator"}
-    assert set(metadata["annotations"]) == {"secrets-operator.io/source", "secrets-operator.io/source-hash"}
+    assert set(metadata["annotations"]) == {"secrets-operator.io/source"}
 
 
 # -- plan_namespace
@@ -633,3 +788,20 @@ def test_action_repr_never_shows_data(drift: str) -> None:
     _assert_no_canary(repr(action))
     _assert_no_canary(action.describe())
     _assert_no_canary(repr(plan))
+
+
+@pytest.mark.parametrize("drift", ["missing", "data", "type"])
+def test_no_repr_shows_a_digest_of_the_data(drift: str) -> None:
+    """Hashes stay in memory: a stray log line or exception message must not carry one either."""
+    source = blueprint(data={"password": b64(CANARY)})
+    digests = data_digests(source.type, dict(source.data)).values()
+    legacy = {"secrets-operator.io/source": "auth/htpasswd", "secrets-operator.io/source-hash": source.hash}
+    copy = our_copy(source, annotations=legacy)
+    copies = {
+        "missing": {},
+        "data": {"htpasswd": our_copy(source, data_hash=content_hash("Opaque", {}), data_keys=frozenset())},
+        "type": {"htpasswd": our_copy(source, type="kubernetes.io/basic-auth")},
+    }[drift]
+    plan = plan_namespace(Policy(), namespace=TARGET, name="team-a", blueprints={REF: source}, copies=copies)
+    for text in (repr(source), repr(copy), repr(plan), *(repr(action) for action in plan.actions)):
+        assert not [digest for digest in digests if digest in text], text
