@@ -450,7 +450,7 @@ class Controller:
         Server messages are ours to log, but an admission webhook's message could quote the
         object it refused; nothing of a Secret's data may reach a log line that way.
         """
-        return redaction.drop_third_party_quotes(self._redactor().redact(text))
+        return self._redactor().redact_message(text)
 
     def _redactor(self) -> redaction.Redactor:
         """One per set of blueprint versions: built at the first message that needs it."""
