@@ -16,6 +16,10 @@ failures the operator must survive:
 - ``blackhole``: accept requests and never answer (a network partition of this replica); with
   ``blackhole_path`` set, only requests whose path contains it (``/leases``: the replica loses
   the Lease but keeps reaching its Secrets);
+- ``mutate_secrets``: add a ``nonce`` data key, different every time, to every Secret that is
+  created or patched (with ``mutate_path`` in its path): what a mutating admission webhook that
+  stamps a timestamp does, as seen by the operator (the API server stores other data than
+  written, and the watch reports a change after every write);
 - ``hold_writes``: keep writes (POST/PUT/PATCH/DELETE, whose path contains ``hold_writes_path``)
   waiting until ``release_writes()``; ``held_writes`` counts those that were held.
 
@@ -28,6 +32,7 @@ check who wrote when. Every fault served is counted in ``injected`` (and cut wat
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import random
@@ -113,6 +118,9 @@ class FaultProxy:
         self.hold_path = ""
         self.hold_writes = False
         self.hold_writes_path = ""
+        self.mutate_secrets = False
+        self.mutate_path = ""
+        self.mutated = 0
         self.held_writes = 0
         self.writes: list[Write] = []
         self.injected: list[Injected] = []
@@ -246,6 +254,8 @@ class FaultProxy:
             return web.json_response(_status(code, "InternalError", "injected failure"), status=code)
         started = time.monotonic()
         body = await request.read()
+        if self.mutate_secrets and request.method in ("POST", "PATCH", "PUT") and body:
+            body = self._mutate(request.path, body)
         assert self._session is not None
         async with self._session.request(
             request.method,
@@ -288,6 +298,16 @@ class FaultProxy:
             finally:
                 self._watch_responses.pop(response, None)
             return response
+
+    def _mutate(self, path: str, body: bytes) -> bytes:
+        if "/secrets" not in path or self.mutate_path not in path:
+            return body
+        secret = json.loads(body)
+        if not isinstance(secret.get("data"), dict):
+            return body  # a patch of metadata only: the stored data stays as it is
+        self.mutated += 1
+        secret["data"]["nonce"] = base64.b64encode(str(time.time_ns()).encode()).decode()
+        return json.dumps(secret).encode()
 
     def _forward_headers(self, request: web.Request) -> dict[str, str]:
         headers = {

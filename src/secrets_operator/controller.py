@@ -20,16 +20,17 @@ Secret data never leaves the caches except in the body of a write to the API ser
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
-from secrets_operator import metrics, redaction
+from secrets_operator import metrics, redaction, reporting
 from secrets_operator.kube.client import JSON, ApiError, Kube
 from secrets_operator.kube.events import EventRecorder, ObjectRef
 from secrets_operator.kube.informer import Informer
@@ -87,6 +88,14 @@ def leadership_guard(budget: Callable[[], float | None]) -> Callable[[], float |
 
 class WrittenDifferentlyError(Exception):
     """The API server stored other data than the operator wrote (e.g. a mutating webhook)."""
+
+
+class Outcome(enum.StrEnum):
+    """How a reconcile pass ended; the ``result`` of ``secrets_operator_reconciles_total``."""
+
+    SUCCESS = "success"  # every write succeeded, or none was needed: the backoff resets
+    ERROR = "error"  # a write failed: retried after the namespace's next backoff delay
+    THROTTLED = "throttled"  # a write got 429: retried after Retry-After, the backoff kept as is
 
 
 # ---------------------------------------------------------------- trimming raw API objects
@@ -202,6 +211,10 @@ class Controller:
         self.events = EventRecorder(
             kube, reporting_controller=REPORTING_CONTROLLER, reporting_instance=identity
         )
+        # Problems turn into one Event per blueprint and reason per window, not one per namespace.
+        self.digest = reporting.Digest()
+        # namespace -> the blueprints whose writes failed in its last pass
+        self.failed_blueprints: dict[str, set[BlueprintRef]] = {}
         self.trimmer = Trimmer(self.policy)
         # blueprint -> namespace -> state, for the copies gauge and for logging state changes once.
         self.states: dict[BlueprintRef, dict[str, CopyState]] = {ref: {} for ref in settings.blueprints}
@@ -395,20 +408,37 @@ class Controller:
                 "detail": row.detail,
             },
         )
-        blueprint = self.blueprint(row.blueprint)
-        await self.events.record(
-            ObjectRef(
-                "v1",
-                "Secret",
-                row.blueprint.namespace,
-                row.blueprint.name,
-                blueprint.uid if blueprint else "",
-            ),
-            type="Warning",
-            reason="Conflict" if conflict else "Refused",
-            action="Replicate",
-            note=f"namespace {row.namespace}: {row.detail}" if conflict else f"not copied: {row.detail}",
-        )
+        self.digest.add(row.blueprint, "Conflict" if conflict else "Refused", row.namespace, row.detail)
+
+    def _emit_summaries(self) -> None:
+        """One Warning Event on the blueprint per reason whose window has passed."""
+        for summary in self.digest.due():
+            if summary.reason == "Conflict":
+                note = f"{summary.namespaces()} newly in conflict: {summary.detail}"
+            elif summary.reason == "Refused":
+                note = f"not copied to {summary.namespaces()}: {summary.detail}"
+            else:
+                note = f"{summary.namespaces()}: {summary.detail}"
+            blueprint = self.blueprint(summary.blueprint)
+            self.events.emit(
+                ObjectRef(
+                    "v1",
+                    "Secret",
+                    summary.blueprint.namespace,
+                    summary.blueprint.name,
+                    blueprint.uid if blueprint else "",
+                ),
+                type="Warning",
+                reason=summary.reason,
+                action="Replicate",
+                note=note,
+            )
+
+    async def _report_events(self) -> NoReturn:
+        """Turn the digest into Events, off the write path (the recorder sends them)."""
+        while True:
+            await anyio.sleep(1.0)
+            self._emit_summaries()
 
     def _count(self, ref: BlueprintRef, state: CopyState | None, delta: int) -> None:
         if state is None:
@@ -435,7 +465,7 @@ class Controller:
         Server messages are ours to log, but an admission webhook's message could quote the
         object it refused; nothing of a Secret's data may reach a log line that way.
         """
-        return redaction.drop_third_party_quotes(self._redactor().redact(text))
+        return self._redactor().redact_message(text)
 
     def _redactor(self) -> redaction.Redactor:
         """One per set of blueprint versions: built at the first message that needs it."""
@@ -482,17 +512,19 @@ class Controller:
             if written != action.hash:
                 raise WrittenDifferentlyError
 
-    async def reconcile(self, namespace: str, since: float) -> bool:
-        """Make one namespace right; True when every write succeeded (or none was needed).
+    async def reconcile(self, namespace: str, since: float) -> Outcome:
+        """Make one namespace right; SUCCESS when every write succeeded (or none was needed).
 
-        A write answered with 429 stops the pass and queues the namespace again after the
-        server's Retry-After.
+        A write answered with 429 stops the pass and holds the namespace for the server's
+        Retry-After: THROTTLED, which neither resets the backoff (as a success would) nor adds to
+        it. The blueprints whose writes failed are left in ``failed_blueprints``.
         """
         plan = self.plan(namespace)
         if plan.recheck_after is not None:  # a prune grace ends then
             self.queue.add_after(namespace, plan.recheck_after)
         await self._report(plan)
         ok = True
+        failed = self.failed_blueprints[namespace] = set()
         for action in plan.actions:
             fields = {
                 "namespace": action.namespace,
@@ -503,6 +535,7 @@ class Controller:
                 await self.apply(action)
             except WrittenDifferentlyError:
                 ok = False
+                failed.add(action.blueprint)
                 metrics.WRITES.labels(action=str(action.kind), result="error").inc()
                 log.warning(
                     "the API server stored different data than written (a mutating webhook?); will retry",
@@ -517,12 +550,15 @@ class Controller:
                 ok = False
                 if exc.status == 429:
                     metrics.WRITES.labels(action=str(action.kind), result="throttled").inc()
-                    self.queue.add_after(namespace, max(exc.retry_after, 1.0), since=since)
+                    self.queue.hold(namespace, max(exc.retry_after, 1.0), since=since)
                     log.info("throttled by the API server", extra={**fields, "retry_in": exc.retry_after})
-                    return True  # already re-queued: no extra backoff on top of Retry-After
-                result = "conflict" if exc.status in (404, 409) else "error"
+                    return Outcome.THROTTLED  # already held: no extra backoff on top of Retry-After
+                failed.add(action.blueprint)
+                # 409: a precondition failed or the copy exists (a newer state to plan from); 404:
+                # the copy or the namespace is gone (the cache is behind). Neither is the copy's fault.
+                result = {409: "conflict", 404: "not_found"}.get(exc.status, "error")
                 metrics.WRITES.labels(action=str(action.kind), result=result).inc()
-                level = logging.INFO if result == "conflict" else logging.WARNING
+                level = logging.INFO if result != "error" else logging.WARNING
                 log.log(
                     level,
                     f"{action.kind} failed; will retry",
@@ -535,14 +571,14 @@ class Controller:
                 f"{action.kind}d copy" if action.kind != ActionKind.REPLACE else "replaced copy",
                 extra={**fields, "reason": action.reason},
             )
-        return ok
+        return Outcome.SUCCESS if ok else Outcome.ERROR
 
     async def _worker(self) -> None:
         while True:
             namespace, since = await self.queue.get()
             metrics.QUEUE_DEPTH.set(len(self.queue))
             try:
-                ok = await self.reconcile(namespace, since)
+                outcome = await self.reconcile(namespace, since)
             except NotLeaderError:
                 # Leadership lapsed; the elector is about to cancel this work. Should it not (the
                 # renewal succeeded after all), the namespace is simply tried again.
@@ -551,28 +587,29 @@ class Controller:
                 continue
             except Exception:
                 log.exception("reconcile crashed; will retry", extra={"namespace": namespace})
-                ok = False
+                outcome = Outcome.ERROR
             finally:
                 self.queue.done(namespace)
-            metrics.RECONCILES.labels(result="success" if ok else "error").inc()
-            if ok:
+            failed = self.failed_blueprints.pop(namespace, set())
+            metrics.RECONCILES.labels(result=str(outcome)).inc()
+            if outcome == Outcome.SUCCESS:
                 self.queue.forget(namespace)
+            if outcome != Outcome.ERROR:
                 continue
-            delay = self.queue.retry(namespace)
+            self.queue.retry(namespace)
             if self.queue.failures(namespace) == FAILURES_BEFORE_EVENT:
-                await self._record_failing(namespace, delay)
+                self._record_failing(namespace, failed)
 
-    async def _record_failing(self, namespace: str, delay: float) -> None:
-        for ref, blueprint in self.blueprints().items():
-            if blueprint is None:
-                continue
-            await self.events.record(
-                ObjectRef("v1", "Secret", ref.namespace, ref.name, blueprint.uid),
-                type="Warning",
-                reason="ReplicationFailing",
-                action="Replicate",
-                note=f"namespace {namespace}: {FAILURES_BEFORE_EVENT} attempts failed; "
-                f"retrying in {delay:.0f}s",
+    def _record_failing(self, namespace: str, failed: set[BlueprintRef]) -> None:
+        """Count the namespace against the blueprints whose writes failed (all of them, if the
+        pass crashed before it could tell)."""
+        for ref in failed or [ref for ref, blueprint in self.blueprints().items() if blueprint]:
+            self.digest.add(
+                ref,
+                "ReplicationFailing",
+                namespace,
+                f"{FAILURES_BEFORE_EVENT} attempts in a row failed; retrying with backoff (up to "
+                f"{self.queue.max_delay:.0f}s)",
             )
 
     async def _resync(self) -> None:
@@ -585,6 +622,7 @@ class Controller:
         """Start each leadership term with a clean copies gauge (a standby's would go stale)."""
         self.states = {ref: {} for ref in self.settings.blueprints}
         self.state_counts.clear()
+        self.digest.clear()
         metrics.COPIES.clear()
 
     async def lead(self) -> None:
@@ -603,6 +641,8 @@ class Controller:
                 for _ in range(self.settings.max_concurrent_writes):
                     tasks.start_soon(self._worker)
                 tasks.start_soon(self._resync)
+                tasks.start_soon(self._report_events)
+                tasks.start_soon(self.events.run)
         finally:
             self.active = False
             self._reset_states()

@@ -13,19 +13,23 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 LEADER = Gauge(
     "secrets_operator_leader",
-    "1 while this replica holds the Lease and may write, else 0.",
+    "1 while this replica leads (from acquiring the Lease until it is lost, released or the replica "
+    "stops; always 1 without leader election), else 0. A leader whose renewals fail stays 1 until "
+    "RenewDeadline has passed, though it stops writing when its last renewal is that old.",
     registry=REGISTRY,
 )
 RECONCILES = Counter(
     "secrets_operator_reconciles_total",
-    "Namespace reconciles by result (success, error).",
+    "Namespace reconciles by result: success (the backoff resets), error (retried with backoff), "
+    "throttled (a write got 429; retried after Retry-After, the backoff kept).",
     ["result"],
     registry=REGISTRY,
 )
 WRITES = Counter(
     "secrets_operator_writes_total",
     "Writes to copies by action (create, update, replace, delete) and result "
-    "(success, conflict, throttled, error, skipped).",
+    "(success; conflict: 409, a precondition failed or the Secret exists; not_found: 404, the copy or "
+    "namespace is gone; throttled: 429; error; skipped: the namespace is terminating).",
     ["action", "result"],
     registry=REGISTRY,
 )
@@ -69,6 +73,14 @@ API_ERRORS = Counter(
 QUEUE_DEPTH = Gauge(
     "secrets_operator_queue_depth",
     "Namespaces waiting to be reconciled.",
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "secrets_operator_events_total",
+    "Kubernetes Events by result: sent, failed (the API refused it), duplicate (the same note on the "
+    "same object within 30 minutes), rate_limited (the per-object spam filter), dropped (the send "
+    "queue was full).",
+    ["result"],
     registry=REGISTRY,
 )
 LEADER_TRANSITIONS = Counter(

@@ -204,6 +204,34 @@ async def test_unmanaged_twin_is_left_alone_and_reported_with_skip(scenario: Sce
     assert (await operator.metrics()).value("secrets_operator_copies", state="conflict") == 1
 
 
+async def test_conflicts_in_thirty_namespaces_make_one_event_not_thirty(scenario: Scenario) -> None:
+    await scenario.blueprint(HTPASSWD)
+    names = [await scenario.namespace(f"c{i}") for i in range(30)]
+    for name in names:
+        await scenario.core.create_namespaced_secret(
+            name,
+            client.V1Secret(metadata=client.V1ObjectMeta(name=scenario.secret_name), string_data={"a": "b"}),
+        )
+    operator = scenario.operator()
+    await operator.wait_ready()
+
+    async def summary() -> list[client.EventsV1Event]:
+        return [event for event in await scenario.events() if event.reason == "Conflict"]
+
+    found = await wait_for(summary, timeout=30, what="the Conflict Event")
+    assert (await operator.metrics()).value("secrets_operator_copies", state="conflict") == 30
+    await anyio.sleep(12)  # one more aggregation window: nothing else is coming
+    events = await summary()
+    sent = (await operator.metrics()).value("secrets_operator_events_total", result="sent")
+    print(
+        f"30 conflicting namespaces: {len(events)} Conflict Event(s), {sent:.0f} Event POST(s):",
+        found[0].note,
+    )
+    assert len(events) == 1, [event.note for event in events]
+    assert sent == 1
+    assert events[0].note.startswith("30 namespaces (e.g. "), events[0].note
+
+
 async def test_unmanaged_twin_is_adopted_with_adopt(scenario: Scenario) -> None:
     await scenario.blueprint(HTPASSWD)
     namespace = await scenario.namespace("t")
@@ -528,6 +556,38 @@ async def test_immutable_copy_is_replaced_when_the_blueprint_changes(scenario: S
     second = await scenario.wait_copy(namespace, {"v": "2"})
     assert second.immutable is True
     assert second.metadata.uid != first.metadata.uid
+
+
+async def test_a_webhook_that_changes_every_write_is_retried_with_backoff_not_in_a_loop(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """The proxy stamps a nonce into every Secret write, as a mutating webhook could: the stored data
+    never matches, and the watch reports each write. Backoff from 0.2 s gives passes at 0, 0.2,
+    0.6, 1.4, 3.0, 6.2, 12.6 s: seven writes in 20 s, where the bypassed backoff made one per
+    request the rate limit allowed."""
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("w")
+    proxy = await proxies("p")
+    proxy.mutate_secrets, proxy.mutate_path = True, f"/namespaces/{namespace}/"
+    operator = scenario.operator_via(proxy)
+    await operator.wait_ready()
+
+    async def first_write() -> bool:
+        return any(namespace in write.path for write in proxy.writes)
+
+    await wait_for(first_write, timeout=20, what="the first write")
+    await anyio.sleep(20)
+    writes = [write for write in proxy.writes if f"/namespaces/{namespace}/secrets" in write.path]
+    metrics = await operator.metrics()
+    print(f"mutating webhook: {len(writes)} writes in 20 s, {proxy.mutated} mutated")
+    assert 4 <= len(writes) <= 10, f"{len(writes)} writes in 20 s"
+    assert metrics.value("secrets_operator_reconciles_total", result="error") >= 4
+
+    async def failing() -> list[client.EventsV1Event]:
+        return [event for event in await scenario.events() if event.reason == "ReplicationFailing"]
+
+    (event,) = await wait_for(failing, timeout=15, what="a ReplicationFailing Event")
+    assert f"1 namespace ({namespace})" in event.note
 
 
 async def test_restart_in_sync_makes_zero_writes(scenario: Scenario) -> None:

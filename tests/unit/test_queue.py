@@ -348,3 +348,229 @@ async def test_a_plain_add_during_a_delay_keeps_the_earliest_observation() -> No
     queue.add("ns")  # a second event arrives before the delay is over: no waiting any more
     key, since = await queue.get()
     assert (key, since) == ("ns", 19.0)
+
+
+# -- a key in backoff stays in backoff
+
+
+async def nothing_ready(queue: WorkQueue) -> bool:
+    """True when no key is handed out now (the fake clock does not move while we wait)."""
+    with anyio.move_on_after(0.05):
+        await queue.get()
+        return False
+    return True
+
+
+async def test_an_event_for_a_key_in_backoff_does_not_bring_it_forward() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=8.0, clock=clock)
+    queue.add("alpha")
+    await take(queue)
+    queue.done("alpha")
+    assert queue.retry("alpha") == 8.0
+
+    clock.now += 1.0
+    queue.add("alpha")  # e.g. the copy changed again
+
+    assert await nothing_ready(queue), "the event cut the backoff short"
+    clock.now += 7.0
+    assert (await take(queue))[0] == "alpha"
+    queue.done("alpha")
+    assert len(queue) == 0, "the absorbed event does not bring the key back a second time"
+
+
+async def test_a_key_that_became_dirty_while_failing_waits_out_its_backoff() -> None:
+    """What a mutating webhook that changes data on every write looks like to the queue: the
+    write fails (stored data differs), and the watch event of that very write marks the key
+    dirty before the worker is done with it."""
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=4.0, clock=clock)
+    queue.add("alpha")
+    await take(queue)
+
+    queue.add("alpha")  # the write's own watch event, while the worker still holds the key
+    queue.done("alpha")  # the worker's order: done, then retry
+    assert queue.retry("alpha") == 4.0
+
+    assert await nothing_ready(queue), "the dirty re-add bypassed the backoff"
+    clock.now += 4.0
+    assert (await take(queue))[0] == "alpha"
+
+
+async def test_retry_before_done_also_keeps_a_dirty_key_in_backoff() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=4.0, clock=clock)
+    queue.add("alpha")
+    await take(queue)
+    queue.add("alpha")
+
+    queue.retry("alpha")
+    queue.done("alpha")
+
+    assert await nothing_ready(queue)
+    clock.now += 4.0
+    assert (await take(queue))[0] == "alpha"
+
+
+async def test_a_shorter_delayed_add_does_not_cut_a_backoff_short() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=10.0, clock=clock)
+    queue.retry("alpha")
+
+    queue.add_after("alpha", 0.005)
+
+    clock.now += 1.0
+    assert await nothing_ready(queue)
+    clock.now += 9.0
+    assert (await take(queue))[0] == "alpha"
+
+
+async def test_a_success_ends_the_backoff() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=10.0, clock=clock)
+    queue.add("alpha")
+    await take(queue)
+    queue.done("alpha")
+    queue.retry("alpha")
+    clock.now += 10.0
+    await take(queue)
+    queue.done("alpha")
+    queue.forget("alpha")  # the retry succeeded
+
+    queue.add("alpha")
+
+    assert (await take(queue))[0] == "alpha", "after a success, events are answered at once again"
+    assert not queue.in_backoff("alpha")
+
+
+async def test_events_during_a_successful_pass_are_answered_at_once() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=10.0, clock=clock)
+    queue.retry("alpha")
+    clock.now += 10.0
+    await take(queue)  # the retry pass, which will succeed
+    queue.add("alpha")  # an event meanwhile
+
+    queue.done("alpha")
+    queue.forget("alpha")
+
+    assert (await take(queue))[0] == "alpha"
+
+
+async def test_an_absorbed_event_keeps_the_earliest_observation_time() -> None:
+    clock = FakeClock(now=100.0)
+    queue = WorkQueue(base_delay=10.0, clock=clock)
+    queue.retry("alpha")
+    clock.now = 103.0
+    queue.add("alpha")
+    clock.now = 105.0
+    queue.add("alpha")
+
+    clock.now = 110.0
+    assert await take(queue) == ("alpha", 103.0)
+
+
+async def test_hold_keeps_a_key_out_without_counting_a_failure() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=1.0, clock=clock)
+    queue.add("alpha")
+    await take(queue)
+
+    queue.hold("alpha", 5.0)  # a 429 with Retry-After: 5
+    queue.add("alpha")
+    queue.done("alpha")
+
+    assert queue.failures("alpha") == 0
+    clock.now += 4.0
+    assert await nothing_ready(queue)
+    clock.now += 1.0
+    assert (await take(queue))[0] == "alpha"
+
+
+def test_a_hold_never_shortens_a_longer_backoff() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(base_delay=60.0, clock=clock)
+    queue.retry("alpha")
+
+    queue.hold("alpha", 1.0)
+
+    clock.now += 59.0
+    assert queue.in_backoff("alpha")
+
+
+async def test_a_webhook_that_changes_every_write_gets_the_namespace_retried_with_growing_delays() -> None:
+    """Simulates one minute of the fight with a fake clock: each pass fails and its own write
+    event arrives while the key is held. Passes must follow the backoff (0.2, 0.4, 0.8, ... s),
+    not the event rate."""
+    clock = FakeClock(now=0.0)
+    queue = WorkQueue(base_delay=0.2, max_delay=120.0, clock=clock)
+    queue.add("alpha")
+    passes = 0
+    while clock.now < 60.0:
+        queue._promote_due()  # what get() does first; looked at without waiting
+        if queue._pending:
+            await take(queue)
+            passes += 1
+            queue.add("alpha")  # the watch event of the write this pass made
+            queue.done("alpha")
+            queue.retry("alpha")
+        clock.now += 0.01  # a pass, or a wait, takes 10 ms
+    # Backoff alone: passes at 0, 0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4, 51.0 s: 9 in a minute.
+    assert passes <= 10, f"{passes} passes in a minute"
+
+
+# -- delayed keys, kept in a heap
+
+
+async def test_delayed_keys_come_out_in_order_of_due_time() -> None:
+    clock = FakeClock(now=0.0)
+    queue = WorkQueue(clock=clock)
+    delays = {f"ns-{i}": float((i * 7919) % 97) + i / 1000 for i in range(200)}
+    for key, delay in delays.items():
+        queue.add_after(key, delay)
+
+    clock.now = 1000.0
+    taken = [(await take(queue))[0] for _ in delays]
+
+    assert taken == sorted(delays, key=delays.__getitem__)
+    assert len(queue) == 0
+
+
+async def test_only_due_keys_come_out_and_the_rest_wait() -> None:
+    clock = FakeClock(now=0.0)
+    queue = WorkQueue(clock=clock)
+    queue.add_after("late", 30.0)
+    queue.add_after("soon", 10.0)
+    queue.add_after("middle", 20.0)
+
+    clock.now = 20.0
+    assert [(await take(queue))[0] for _ in range(2)] == ["soon", "middle"]
+    assert await nothing_ready(queue)
+    assert len(queue) == 1
+
+
+async def test_a_key_rescheduled_many_times_comes_out_once_at_its_last_due_time() -> None:
+    clock = FakeClock(now=0.0)
+    queue = WorkQueue(base_delay=1.0, clock=clock)
+    for _ in range(5):
+        queue.retry("alpha")  # 1, 2, 4, 8, 16 s: each pushes the due time back
+
+    clock.now = 15.0
+    assert await nothing_ready(queue)
+    clock.now = 16.0
+    assert (await take(queue))[0] == "alpha"
+    queue.done("alpha")
+    clock.now = 1000.0
+    assert await nothing_ready(queue), "stale heap entries must not hand the key out again"
+
+
+def test_stale_heap_entries_do_not_pile_up() -> None:
+    clock = FakeClock(now=0.0)
+    queue = WorkQueue(base_delay=1.0, max_delay=1e9, clock=clock)
+    for _ in range(10_000):
+        queue.retry("alpha")
+        queue.add_after("beta", 5.0)
+        queue.add("beta")  # cancels beta's delayed add...
+        queue._pending.pop("beta")  # ...and is taken at once
+
+    assert len(queue._heap) <= 2 * len(queue._delayed) + 65

@@ -18,7 +18,7 @@ from kubernetes_asyncio.client import ApiClient
 from secrets_operator.controller import Controller, trim_blueprint
 from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.model import BlueprintRef
-from secrets_operator.redaction import FRAGMENT, Redactor, forms
+from secrets_operator.redaction import FRAGMENT, Redactor, forms, go_json, go_quote
 from secrets_operator.settings import load
 
 PEM = (
@@ -199,3 +199,93 @@ def test_cost_of_a_message_against_a_1_mib_value() -> None:
 async def test_plain_str_of_an_error_is_still_short(controller: Controller) -> None:
     error = ApiError(method="GET", path="/x", status=500, reason="InternalError", message="y" * 5000)
     assert len(str(error)) < 400
+
+
+# -- what a search for known values cannot catch
+
+
+def _controller_with(value: str, controller: Controller) -> Controller:
+    ref = BlueprintRef("certs", "tls")
+    secret = {"metadata": {"name": "tls", "namespace": "certs"}, "type": "Opaque"}
+    secret["data"] = {"tls.key": base64.b64encode(value.encode()).decode()}
+    controller.blueprint_informers[ref].store["certs/tls"] = trim_blueprint(ref, secret)
+    return controller
+
+
+async def test_a_value_of_three_characters_is_dropped_where_a_webhook_names_it(
+    controller: Controller,
+) -> None:
+    _controller_with("731", controller)
+    shown = controller.describe_error(_error(f"{WEBHOOK}pin 731 is too weak"))
+    assert "731" not in shown, shown
+    assert "too weak" in shown
+
+
+async def test_a_value_in_gos_html_safe_json_escaping_is_redacted(controller: Controller) -> None:
+    """Go's encoding/json writes ``<`` ``>`` ``&`` as \\u003c \\u003e \\u0026: a value dense in them
+    has no run of 12 plain characters to find."""
+    value = "".join(f"<{char}&" for char in "correcthorsebatterystaple") + ">"
+    _controller_with(value, controller)
+    quoted = go_json(value)
+    assert "\\u003c" in quoted
+    shown = controller.describe_error(_error(f'Internal error occurred: object was {{"k":"{quoted[:150]}"}}'))
+    survivors = _survivors(shown, quoted[:150])
+    assert not survivors, f"fragments of the Go-escaped value survived: {survivors[:3]} in {shown!r}"
+
+
+OLD = "p4ss-w0rd-of-the-old-copy"
+
+
+@pytest.mark.parametrize(
+    ("message", "secret"),
+    [
+        pytest.param(
+            f'Secret "tls" is invalid: data[.dockerconfigjson]: Invalid value: "{OLD}": bad',
+            OLD,
+            id="invalid-value",
+        ),
+        pytest.param(
+            f'Secret "tls" is invalid: [data[a]: Invalid value: "{OLD}", type: Unsupported value: "{OLD}": '
+            'supported values: "Opaque"]',
+            OLD,
+            id="aggregate",
+        ),
+        pytest.param(
+            'Secret "tls" is invalid: data[a]: Invalid value: []byte{0x6f, 0x6c, 0x64}: bad',
+            "0x6f",
+            id="byte-slice",
+        ),
+        pytest.param(
+            f'Secret "tls" is invalid: data[a]: Invalid value: "{OLD} and more, cut sh', "more", id="cut"
+        ),
+    ],
+)
+async def test_what_the_api_server_echoes_of_the_request_is_dropped_whatever_it_is(
+    controller: Controller, message: str, secret: str
+) -> None:
+    """Field errors quote the refused value; the value may be a copy's old data, never known here."""
+    shown = controller.describe_error(_error(message))
+    assert secret not in shown, shown
+    assert "[redacted]" in shown
+    assert 'Secret "tls" is invalid' in shown
+
+
+async def test_a_json_syntax_error_does_not_show_a_character_of_the_data(controller: Controller) -> None:
+    message = (
+        'Secret "tls" is invalid: data[.dockerconfigjson]: Invalid value: "<secret contents redacted>": '
+        "invalid character 'q' looking for beginning of value"
+    )
+    shown = controller.describe_error(_error(message))
+    assert "'q'" not in shown, shown
+    assert "looking for beginning of value" in shown
+
+
+async def test_a_third_partys_quote_cut_short_is_dropped_to_the_end(controller: Controller) -> None:
+    shown = controller.describe_error(_error(f'{WEBHOOK}old value "my old pass phrase'))
+    assert "pass phrase" not in shown, shown
+    assert "old value" in shown
+
+
+def test_go_quote_writes_what_strconv_quote_writes() -> None:
+    assert go_quote('a"b\\c\n\x07\x1b\x7fé\u200b') == 'a\\"b\\\\c\\n\\a\\x1b\\x7fé\\u200b'
+    assert go_json("<a&b>\u2028é") == "\\u003ca\\u0026b\\u003e\\u2028é"

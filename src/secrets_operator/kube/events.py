@@ -1,21 +1,37 @@
-"""Kubernetes Events (events.k8s.io/v1) about objects, de-duplicated so they never flood.
+"""Kubernetes Events (events.k8s.io/v1) about objects, sent off the caller's path, never a flood.
 
-A condition that persists (a conflict, a refused Secret type) is seen again on every resync;
-recording it each time would fill etcd with identical Events. The recorder remembers what it
-said recently and says it again only after ``repeat_after`` seconds.
+A condition that persists (a conflict, a refused Secret type) is seen again and again; a
+condition that hits thousands of namespaces at once is seen thousands of times. Events cost
+API requests on the same rate-limit budget as the writes that matter, and etcd space. So:
+
+- ``emit`` never blocks and never sends: it filters, then puts the Event on a bounded queue that
+  ``run`` (its own task) drains. A full queue drops the Event and counts it
+  (``secrets_operator_events_total{result="dropped"}``): a reconcile never waits for an Event.
+- The same note about the same object is said again only after ``repeat_after`` seconds.
+- A spam filter like client-go's event correlator (``EventSourceObjectSpamFilter``): a token
+  bucket per source and object (and type), ``burst`` Events at once, then one per
+  ``refill_every`` seconds.
+
+Aggregating many similar conditions into one Event (one per blueprint and reason, with a count)
+is the caller's job: this module knows nothing of what the objects are.
 
 Callers pass the ``note`` text; it must never contain Secret data (the controller builds notes
-from names and reasons only). Recording is best effort: a failure is logged, never raised.
+from names and reasons only). Sending is best effort: a failure is logged and counted, never raised.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from typing import Literal
+from collections.abc import Callable, Hashable
+from typing import Literal, NoReturn
 
+import anyio
+
+from secrets_operator import metrics
 from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.kube.leases import format_microtime, utcnow
 
@@ -35,8 +51,45 @@ class ObjectRef:
     uid: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Event:
+    regarding: ObjectRef
+    type: EventType
+    reason: str
+    action: str
+    note: str
+
+
+class SpamFilter:
+    """A token bucket per key (client-go: burst 25, one token per 5 minutes), least recently
+    used keys forgotten beyond ``memory``."""
+
+    def __init__(
+        self,
+        *,
+        burst: int = 25,
+        refill_every: float = 300.0,
+        memory: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst, self.refill_every, self.memory, self.clock = burst, refill_every, memory, clock
+        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def allow(self, key: Hashable) -> bool:
+        """Take a token for ``key`` if it has one."""
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) / self.refill_every)
+        allowed = tokens >= 1
+        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self.memory:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
 class EventRecorder:
-    """Creates Events as ``reporting_controller``/``reporting_instance``."""
+    """Creates Events as ``reporting_controller``/``reporting_instance``; see the module docstring."""
 
     def __init__(
         self,
@@ -46,20 +99,55 @@ class EventRecorder:
         reporting_instance: str,
         repeat_after: float = 1800.0,
         memory: int = 10_000,
+        queue_size: int = 1000,
+        burst: int = 25,
+        refill_every: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
         self.reporting_controller, self.reporting_instance = reporting_controller, reporting_instance
-        self.repeat_after, self.memory = repeat_after, memory
+        self.repeat_after, self.memory, self.queue_size, self.clock = repeat_after, memory, queue_size, clock
+        self.spam = SpamFilter(burst=burst, refill_every=refill_every, clock=clock)
         self._said: OrderedDict[tuple[ObjectRef, str, str], float] = OrderedDict()
+        self._queue: collections.deque[_Event] = collections.deque()
+        self._queued = anyio.Event()
 
-    async def record(
-        self, regarding: ObjectRef, *, type: EventType, reason: str, action: str, note: str
-    ) -> None:
+    def emit(self, regarding: ObjectRef, *, type: EventType, reason: str, action: str, note: str) -> bool:
+        """Queue an Event for ``run`` to send; never blocks. True when it was queued."""
         key = (regarding, reason, note)
-        now = time.monotonic()
+        now = self.clock()
         last = self._said.get(key)
         if last is not None and now - last < self.repeat_after:
-            return
+            metrics.EVENTS.labels(result="duplicate").inc()
+            return False
+        if len(self._queue) >= self.queue_size:
+            metrics.EVENTS.labels(result="dropped").inc()
+            log.warning("Event queue full; Event dropped", extra={"reason": reason})
+            return False
+        if not self.spam.allow((self.reporting_controller, self.reporting_instance, regarding, type)):
+            metrics.EVENTS.labels(result="rate_limited").inc()
+            return False
+        self._said[key] = now
+        self._said.move_to_end(key)
+        while len(self._said) > self.memory:
+            self._said.popitem(last=False)
+        self._queue.append(_Event(regarding, type, reason, action, note))
+        self._queued.set()
+        return True
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def run(self) -> NoReturn:
+        """Send queued Events, one at a time, forever."""
+        while True:
+            while not self._queue:
+                self._queued = anyio.Event()
+                await self._queued.wait()
+            await self._send(self._queue.popleft())
+
+    async def _send(self, event: _Event) -> None:
+        regarding = event.regarding
         involved = {
             "apiVersion": regarding.api_version,
             "kind": regarding.kind,
@@ -80,20 +168,18 @@ class EventRecorder:
             "eventTime": format_microtime(utcnow()),
             "reportingController": self.reporting_controller,
             "reportingInstance": self.reporting_instance[:128],
-            "action": action,
-            "reason": reason,
+            "action": event.action,
+            "reason": event.reason,
             "regarding": involved,
-            "note": note[:1024],
-            "type": type,
+            "note": event.note[:1024],
+            "type": event.type,
         }
         try:
             await self.kube.request(
                 "POST", f"/apis/events.k8s.io/v1/namespaces/{regarding.namespace}/events", body=body
             )
         except ApiError as exc:
-            log.warning("could not record an Event", extra={"reason": reason, "error": str(exc)})
+            metrics.EVENTS.labels(result="failed").inc()
+            log.warning("could not record an Event", extra={"reason": event.reason, "error": str(exc)})
             return
-        self._said[key] = now
-        self._said.move_to_end(key)
-        while len(self._said) > self.memory:
-            self._said.popitem(last=False)
+        metrics.EVENTS.labels(result="sent").inc()

@@ -1,0 +1,283 @@
+"""The controller's loop against a fake API server: how often it writes, what it counts, what it says.
+
+A mutating webhook that changes data on every write (a timestamp, a nonce) must not have a
+namespace rewritten at the client's full rate; a 429 is neither a success nor a failure; a 404
+is not a conflict; problems in many namespaces make a few Events, sent off the write path, and
+only on the blueprints concerned. The fake stands in for the API server's answers and for the
+watch events the operator's own writes cause, so the loop runs exactly as it does in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import anyio
+import anyio.lowlevel
+import pytest
+from kubernetes_asyncio.client import ApiClient
+
+from secrets_operator import controller as controller_module
+from secrets_operator import metrics
+from secrets_operator.controller import Controller, trim_blueprint
+from secrets_operator.kube.client import JSON, ApiError, Kube
+from secrets_operator.model import BlueprintRef, NamespaceInfo
+from secrets_operator.queue import WorkQueue
+from secrets_operator.reporting import Digest
+from secrets_operator.settings import load
+from tests.support import wait_for
+
+AUTH = BlueprintRef("home", "auth")
+REGISTRY = BlueprintRef("home", "registry")
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class FakeApi(Kube):
+    """Answers the controller's requests like an API server, and feeds the copies' watch events
+    back (while the writing worker still holds the namespace, as a fast watch would)."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(ApiClient, None))
+        self.controller: Controller | None = None
+        self.secrets: dict[tuple[str, str], JSON] = {}
+        self.writes: list[tuple[float, str, str]] = []
+        self.events: list[JSON] = []
+        self.mutate: Callable[[JSON], None] | None = None  # a mutating webhook
+        # method, path, body -> the error to answer with, if any
+        self.fail: Callable[[str, str, Any], ApiError | None] = lambda method, path, body: None
+        self._versions = itertools.count(1)
+
+    async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> JSON:
+        await anyio.lowlevel.checkpoint()
+        if path.startswith("/apis/events.k8s.io/"):
+            self.events.append(body)
+            return dict(body)
+        self.writes.append((anyio.current_time(), method, path))
+        failure = self.fail(method, path, body)
+        if failure is not None:
+            raise failure
+        parts = path.split("/")
+        namespace = parts[4]
+        name = parts[6] if len(parts) > 6 else body["metadata"]["name"]
+        if method == "DELETE":
+            self.secrets.pop((namespace, name), None)
+            self._changed(namespace, name)
+            return {}
+        if method == "POST":
+            stored = {**body, "metadata": dict(body["metadata"])}
+        else:  # a merge patch of metadata and data
+            stored = dict(self.secrets[(namespace, name)])
+            metadata = dict(stored["metadata"])
+            for field in ("labels", "annotations"):
+                merged = {**metadata.get(field, {}), **body["metadata"].get(field, {})}
+                metadata[field] = {k: v for k, v in merged.items() if v is not None}
+            stored["metadata"] = metadata
+            if "data" in body:
+                merged = {**stored.get("data", {}), **body["data"]}
+                stored["data"] = {k: v for k, v in merged.items() if v is not None}
+        stored["data"] = dict(stored.get("data") or {})
+        if self.mutate is not None:
+            self.mutate(stored)
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.secrets[(namespace, name)] = stored
+        self._changed(namespace, name)
+        return stored
+
+    def _changed(self, namespace: str, name: str) -> None:
+        assert self.controller is not None
+        informer = self.controller.copy_informers[name]
+        stored = self.secrets.get((namespace, name))
+        old = informer.store.get(namespace)
+        new = self.controller.trimmer.copy(stored) if stored is not None else None
+        if new is None:
+            informer.store.pop(namespace, None)
+        else:
+            informer.store[namespace] = new
+        self.controller._copy_changed(namespace, old, new)
+
+
+async def wrote(api: FakeApi, namespace: str) -> bool:
+    return any(f"/namespaces/{namespace}/" in write[2] for write in api.writes)
+
+
+async def posted(api: FakeApi, reason: str) -> bool:
+    return any(event["reason"] == reason for event in api.events)
+
+
+def nonce_webhook() -> Callable[[JSON], None]:
+    counter = itertools.count()
+
+    def mutate(secret: JSON) -> None:
+        secret["data"]["nonce"] = base64.b64encode(str(next(counter)).encode()).decode()
+
+    return mutate
+
+
+@pytest.fixture
+async def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
+    monkeypatch.setenv("SECRETS_OPERATOR_BLUEPRINTS", "home/auth,home/registry")
+    monkeypatch.setenv("SECRETS_OPERATOR_MAX_CONCURRENT_WRITES", "4")
+    fake = FakeApi()
+    controller = Controller(load(), fake, identity="test")
+    fake.controller = controller
+    for ref in (AUTH, REGISTRY):
+        secret = {
+            "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": f"uid-{ref.name}"},
+            "type": "Opaque",
+            "data": {"key": base64.b64encode(ref.name.encode()).decode()},
+        }
+        controller.blueprint_informers[ref].store[f"{ref}"] = trim_blueprint(ref, secret)
+    controller.namespaces.store["home"] = NamespaceInfo("home", {})
+    for informer in controller.informers:
+        informer.synced.set()
+    return fake
+
+
+def add_namespaces(api: FakeApi, *names: str) -> None:
+    assert api.controller is not None
+    for name in names:
+        api.controller.namespaces.store[name] = NamespaceInfo(name, {})
+
+
+@asynccontextmanager
+async def leading(api: FakeApi) -> AsyncIterator[Controller]:
+    assert api.controller is not None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(api.controller.lead)
+        await anyio.lowlevel.checkpoint()
+        yield api.controller
+        tasks.cancel_scope.cancel()
+
+
+def conflicting(api: FakeApi, namespace: str, name: str) -> None:
+    """A Secret with the blueprint's name that the operator did not create."""
+    assert api.controller is not None
+    secret = {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"}, "data": {}}
+    api.secrets[(namespace, name)] = secret
+    api.controller.copy_informers[name].store[namespace] = api.controller.trimmer.copy(secret)
+
+
+# -- backoff against a webhook that changes every write
+
+
+async def test_a_webhook_that_changes_every_write_gets_a_few_writes_not_a_flood(api: FakeApi) -> None:
+    """Backoff from 0.2 s: passes at 0, 0.2, 0.6, 1.4 s in two seconds. Before the fix, the watch
+    event of each write re-queued the namespace at once: hundreds of writes."""
+    add_namespaces(api, "team")
+    api.mutate = nonce_webhook()
+    written_before = sample("secrets_operator_writes_total", action="update", result="error")
+
+    async with leading(api):
+        await anyio.sleep(2.0)
+
+    writes = [w for w in api.writes if "/namespaces/team/" in w[2]]
+    # Two blueprints: each pass writes both copies (both are changed by the webhook).
+    assert len(writes) <= 2 * 5, f"{len(writes)} writes in 2 s: the backoff was bypassed"
+    assert len(writes) >= 2 * 3, "the namespace is still retried"
+    assert sample("secrets_operator_writes_total", action="update", result="error") > written_before
+
+
+# -- what a pass counts
+
+
+async def test_a_throttled_write_is_not_a_success_and_keeps_the_backoff(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_namespaces(api, "team")
+    throttle = ApiError(method="POST", path="x", status=429, reason="TooManyRequests", retry_after=5)
+    api.fail = lambda method, path, body: throttle if "/namespaces/team/" in path else None
+    success = sample("secrets_operator_reconciles_total", result="success")
+    throttled = sample("secrets_operator_reconciles_total", result="throttled")
+    queues: list[WorkQueue] = []
+
+    def queue() -> WorkQueue:
+        made = WorkQueue()
+        for _ in range(3):
+            made.retry("team")  # the namespace had failed three times before
+        made.forget("home")
+        queues.append(made)
+        return made
+
+    monkeypatch.setattr(controller_module, "WorkQueue", queue)
+    async with leading(api):
+        await wait_for(lambda: wrote(api, "team"), timeout=5, what="a write into team")
+        await anyio.sleep(0.1)
+
+    assert queues[0].failures("team") == 3, "a 429 reset (or added to) the namespace's backoff"
+    assert queues[0].in_backoff("team"), "the namespace waits for Retry-After"
+    assert sample("secrets_operator_reconciles_total", result="throttled") == throttled + 1
+    assert sample("secrets_operator_reconciles_total", result="success") - success <= 1  # "home" only
+    assert sample("secrets_operator_writes_total", action="create", result="throttled") >= 1
+
+
+async def test_a_write_answered_404_is_counted_as_not_found_not_as_a_conflict(api: FakeApi) -> None:
+    add_namespaces(api, "gone")
+    missing = ApiError(
+        method="POST", path="x", status=404, reason="NotFound", message='namespaces "gone" not found'
+    )
+    api.fail = lambda method, path, body: missing if "/namespaces/gone/" in path else None
+    conflicts = sample("secrets_operator_writes_total", action="create", result="conflict")
+    not_found = sample("secrets_operator_writes_total", action="create", result="not_found")
+
+    async with leading(api):
+        await wait_for(lambda: wrote(api, "gone"), timeout=5, what="a write into gone")
+        await anyio.sleep(0.05)
+
+    assert sample("secrets_operator_writes_total", action="create", result="not_found") > not_found
+    assert sample("secrets_operator_writes_total", action="create", result="conflict") == conflicts
+
+
+# -- Events
+
+
+def post_count(api: FakeApi, reason: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in api.events:
+        if event["reason"] == reason:
+            name = event["regarding"]["name"]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+async def test_conflicts_in_many_namespaces_make_one_event_per_blueprint(api: FakeApi) -> None:
+    names = [f"team-{i:02}" for i in range(30)]
+    add_namespaces(api, *names)
+    for name in names:
+        conflicting(api, name, "auth")
+    assert api.controller is not None
+    api.controller.digest = Digest(window=0.2)
+
+    async with leading(api):
+        await anyio.sleep(1.5)  # a full pass, the window, the reporting tick, the send
+
+    assert post_count(api, "Conflict") == {"auth": 1}
+    (event,) = [e for e in api.events if e["reason"] == "Conflict"]
+    assert event["note"].startswith("30 namespaces (e.g. team-"), event["note"]
+    assert "not created by secrets-operator" in event["note"]
+
+
+async def test_replication_failing_is_recorded_only_on_the_blueprint_that_failed(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_namespaces(api, "team")
+    broken = ApiError(method="POST", path="x", status=500, reason="InternalError")
+    # Only the copies of home/auth fail; home/registry's are written fine.
+    api.fail = lambda method, path, body: (
+        broken if "/namespaces/team/" in path and "auth" in str(body) else None
+    )
+    monkeypatch.setattr(controller_module, "WorkQueue", functools.partial(WorkQueue, base_delay=0.01))
+    assert api.controller is not None
+    api.controller.digest = Digest(window=0.1)
+
+    async with leading(api):
+        await wait_for(lambda: posted(api, "ReplicationFailing"), timeout=10, what="ReplicationFailing")
+        await anyio.sleep(1.2)
+
+    assert post_count(api, "ReplicationFailing") == {"auth": 1}
