@@ -138,10 +138,11 @@ async def _served_from_cache(api: ApiClient, resource: str) -> float:
     )
 
 
-async def test_the_server_lists_from_its_watch_cache_whole_at_version_0_and_in_pages_when_not_older_than(
+async def test_the_server_lists_from_its_watch_cache_in_pages_consistently_and_not_older_than(
     cluster: Cluster, api: ApiClient, namespace: str
 ) -> None:
-    """What the informer's LISTs rely on (kube/informer.py, docs/architecture.md "Watching")."""
+    """What the informer's LISTs rely on (kube/informer.py, docs/architecture.md "Watching"):
+    every one of its pages, first list and relist alike, comes from the watch cache."""
     if cluster.plane is None:
         pytest.skip("an external cluster runs whatever version it runs")
     core = client.CoreV1Api(api)
@@ -150,18 +151,33 @@ async def test_the_server_lists_from_its_watch_cache_whole_at_version_0_and_in_p
             namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={"k": "v"})
         )
 
+    # The first list: consistent (no resourceVersion), in pages (v1.34+: ConsistentListFromCache,
+    # ListFromCacheSnapshot).
     before = await _served_from_cache(api, "secrets")
-    whole = await core.list_namespaced_secret(namespace, resource_version="0", limit=1)
+    first = await core.list_namespaced_secret(namespace, limit=1)
     assert await _served_from_cache(api, "secrets") == before + 1
-    assert len(whole.items) == 3  # the cache ignores limit at version 0
-    assert not whole.metadata._continue
+    assert len(first.items) == 1
+    assert first.metadata._continue
+    rest = await core.list_namespaced_secret(namespace, limit=2, _continue=first.metadata._continue)
+    assert await _served_from_cache(api, "secrets") == before + 2  # the next page too
+    assert len(rest.items) == 2
+    assert not rest.metadata._continue
 
-    version = whole.metadata.resource_version
+    # A relist: not older than the last version seen, in pages.
+    version = first.metadata.resource_version
     before = await _served_from_cache(api, "secrets")
     paged = await core.list_namespaced_secret(
         namespace, resource_version=version, resource_version_match="NotOlderThan", limit=1
     )
     assert await _served_from_cache(api, "secrets") == before + 1
-    assert len(paged.items) == 1  # v1.34+: pages cut from the cache
+    assert len(paged.items) == 1
     assert paged.metadata._continue
     assert int(paged.metadata.resource_version) >= int(version)
+    rest = await core.list_namespaced_secret(namespace, limit=2, _continue=paged.metadata._continue)
+    assert await _served_from_cache(api, "secrets") == before + 2
+    assert len(rest.items) == 2
+
+    # Why the informer never lists at version 0: the cache ignores limit there, whole in one piece.
+    whole = await core.list_namespaced_secret(namespace, resource_version="0", limit=1)
+    assert len(whole.items) == 3
+    assert not whole.metadata._continue

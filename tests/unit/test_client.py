@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import anyio
 import pytest
+from aiohttp import web
 
 from secrets_operator.kube.client import ApiError, Kube
 
@@ -53,3 +56,37 @@ async def test_missing_kubeconfig_is_an_api_error_not_a_crash(tmp_path: Path) ->
     with pytest.raises(ApiError) as failed:
         await Kube.connect(kubeconfig=str(tmp_path / "absent"))
     assert failed.value.status == 0
+
+
+async def test_a_write_whose_budget_ends_mid_request_is_abandoned_by_then(tmp_path: Path) -> None:
+    """The leader's guard bounds a write by its renew deadline: the request must give up when the
+    budget ends, not at the client's usual timeout (docs/architecture.md, leader election)."""
+    arrived, release = anyio.Event(), anyio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()  # a server that answers after the lease is long gone
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        server = f"http://127.0.0.1:{port}"
+        async with await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server))) as kube:
+            started = time.monotonic()
+            with anyio.fail_after(5), pytest.raises(ApiError) as abandoned:
+                await kube.request(
+                    "PATCH", "/api/v1/namespaces/n/secrets/s", body={}, timeout=30, guard=lambda: 0.5
+                )
+            elapsed = time.monotonic() - started
+        assert arrived.is_set()  # it was sent, and then abandoned mid-request
+        assert abandoned.value.status == 0
+        assert elapsed < 2.0, elapsed
+    finally:
+        release.set()
+        await runner.cleanup()

@@ -136,7 +136,7 @@ async def test_repeated_410s_keep_backing_off_even_after_streams_that_delivered_
     assert sleeps[1] >= 1.6, sleeps
 
 
-async def test_the_first_list_is_served_from_the_watch_cache_and_a_relist_is_never_older_than_the_cache(
+async def test_the_first_list_is_consistent_and_a_relist_is_never_older_than_the_cache(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kube = ScriptedKube(
@@ -146,13 +146,12 @@ async def test_the_first_list_is_served_from_the_watch_cache_and_a_relist_is_nev
     )
     await play(kube, monkeypatch)
     (first, first_page_size), (relist, relist_page_size) = kube.lists
-    # resourceVersion=0: any version, from the watch cache (which ignores limit then).
-    assert first == {"resourceVersion": "0"}
+    # No resourceVersion: a consistent read, served (v1.34+) from the watch cache in pages.
+    assert first == {}
     assert first_page_size > 0
-    # After the 410: not older than the last version seen, without limit, which older servers
-    # would send to etcd.
+    # After the 410: not older than the last version seen, in pages too.
     assert relist == {"resourceVersion": "7", "resourceVersionMatch": "NotOlderThan"}
-    assert relist_page_size == 0
+    assert relist_page_size > 0
 
 
 class PagedKube(Kube):
@@ -176,29 +175,98 @@ def item(name: str) -> JSON:
     return {"metadata": {"name": name}}
 
 
-async def test_an_expired_continue_token_falls_back_to_a_full_list_in_one_piece() -> None:
+async def test_an_expired_continue_token_starts_the_paged_list_over() -> None:
+    expired_once = False
+
     def answer(query: dict[str, str]) -> JSON:
+        nonlocal expired_once
         if "continue" in query:
-            raise expired(query)
-        if "limit" in query:
-            return {"metadata": {"resourceVersion": "5", "continue": "page-2"}, "items": [item("a")]}
-        return {"metadata": {"resourceVersion": "9"}, "items": [item("a"), item("b"), item("c")]}
+            if not expired_once:
+                expired_once = True
+                raise expired(query)
+            return {"metadata": {"resourceVersion": "9"}, "items": [item("b"), item("c")]}
+        return {"metadata": {"resourceVersion": "9", "continue": "page-2"}, "items": [item("a")]}
 
     kube = PagedKube(answer)
     informer: Informer[str] = Informer(kube, name="test", path="/x", trim=lambda obj: obj["metadata"]["name"])
     informer.resource_version = "4"
-    informer._paginated = True  # a server without a watch cache for this collection: it pages
 
     await informer._relist()
 
-    not_older = {"resourceVersion": "4", "resourceVersionMatch": "NotOlderThan"}
+    not_older = {"resourceVersion": "4", "resourceVersionMatch": "NotOlderThan", "limit": "500"}
     assert kube.queries == [
-        {**not_older, "limit": "500"},
-        {**not_older, "limit": "500", "continue": "page-2"},
-        {**not_older},  # the whole list, in one piece
+        not_older,
+        {**not_older, "continue": "page-2"},
+        not_older,  # from the first page again, in pages: never the whole list in one response
+        {**not_older, "continue": "page-2"},
     ]
     assert sorted(informer.store) == ["a", "b", "c"]
     assert informer.resource_version == "9"
+
+
+async def test_continue_tokens_that_keep_expiring_fail_the_relist_without_an_unpaged_list() -> None:
+    def answer(query: dict[str, str]) -> JSON:
+        if "continue" in query:
+            raise expired(query)
+        return {"metadata": {"resourceVersion": "9", "continue": "page-2"}, "items": [item("a")]}
+
+    kube = PagedKube(answer)
+    informer: Informer[str] = Informer(kube, name="test", path="/x", trim=lambda obj: obj["metadata"]["name"])
+    informer.resource_version = "4"
+
+    with pytest.raises(ApiError):  # the run loop backs off and relists
+        await informer._relist()
+    assert all("limit" in query for query in kube.queries), kube.queries
+    assert len(kube.queries) == 6  # three attempts of two pages each
+    assert informer.resource_version == "4"
+
+
+class ListAndWatchKube(PagedKube):
+    """LISTs answered page by page through the real ``list_pages``; WATCHes from a script."""
+
+    def __init__(self, answer: Any, watches: list[list[JSON]]) -> None:
+        super().__init__(answer)
+        self.watches = watches
+
+    async def watch(self, path: str, **_: Any) -> AsyncIterator[JSON]:
+        if not self.watches:
+            raise ScriptDone
+        for event in self.watches.pop(0):
+            yield event
+
+
+@pytest.mark.parametrize("page_size", [500, lambda: 37])
+async def test_every_list_request_carries_a_limit(monkeypatch: pytest.MonkeyPatch, page_size: Any) -> None:
+    """A copy is as large as its blueprint: one unpaged list of them costs the whole collection's
+    size at once (OOM at start and at every 410). First list, relist after 410, the consistent
+    fallback and a restart after an expired continue token: every request is a page."""
+    pages_served = 0
+
+    def answer(query: dict[str, str]) -> JSON:
+        nonlocal pages_served
+        pages_served += 1
+        if query.get("resourceVersion") == "8":
+            raise expired(query)  # the second relist's version is gone: consistent fallback
+        if pages_served == 4:
+            raise expired(query)  # the first relist's continue token expires once
+        if "continue" in query:
+            return {"metadata": {"resourceVersion": "7"}, "items": [item("b")]}
+        return {"metadata": {"resourceVersion": "7", "continue": "page-2"}, "items": [item("a")]}
+
+    async def sleep(delay: float) -> None:
+        pass
+
+    monkeypatch.setattr(anyio, "sleep", sleep)
+    kube = ListAndWatchKube(answer, [[added("b", "7"), gone()], [added("b", "8"), gone()], []])
+    informer: Informer[str] = Informer(
+        kube, name="test", path="/x", trim=lambda obj: obj["metadata"]["name"], page_size=page_size
+    )
+    with pytest.raises(ScriptDone):
+        await informer.run()
+    lists = [query for query in kube.queries if "watch" not in query]
+    assert len(lists) >= 8, lists  # first list, relist (restarted), relist (gone), consistent
+    expected = "500" if page_size == 500 else "37"
+    assert all(query.get("limit") == expected for query in lists), lists
 
 
 async def test_a_resource_version_the_server_no_longer_has_falls_back_to_a_consistent_list() -> None:

@@ -1,9 +1,9 @@
 """List+watch into a trimmed in-memory cache, the way client-go's reflector does it.
 
-1. LIST from the API server's watch cache (see ``_relist``: ``resourceVersion=0`` first, then
-   not older than the last one seen; never a quorum read from etcd unless those are
-   unavailable), remember the list's resourceVersion, replace the cache, and report every
-   difference to the previous cache (so a relist after an outage triggers the right reconciles),
+1. LIST in pages from the API server's watch cache (see ``_relist``: a consistent list first,
+   then not older than the last version seen), remember the list's resourceVersion, replace the
+   cache, and report every difference to the previous cache (so a relist after an outage
+   triggers the right reconciles),
    then (except after the first) call ``on_relist``: what the caller wrote while the watch was
    down never reached the cache, so no difference can show it (a copy written, then deleted,
    before the relist).
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL = 0.8
 BACKOFF_MAX = 30.0
+CONTINUE_EXPIRED_ATTEMPTS = 3  # paged lists started over after a continue token expired, at most
 
 
 def object_key(obj: JSON) -> str:
@@ -100,7 +101,6 @@ class Informer(Generic[T]):
         self.watch_timeout = watch_timeout
         self.store: dict[str, T] = {}
         self._streamed = False  # the current watch stream has delivered at least one event
-        self._paginated = False  # the first list came in pages: no watch cache serves this collection
         self.resource_version = ""
         self.synced = anyio.Event()
         self.heartbeat = time.monotonic()
@@ -189,30 +189,31 @@ class Informer(Generic[T]):
             await anyio.sleep(delay)
 
     async def _relist(self, *, consistent: bool = False) -> None:
-        """LIST into a fresh cache, served by the API server's watch cache wherever it can be.
+        """LIST into a fresh cache, always in pages of ``page_size``, from the watch cache.
 
-        - First list: ``resourceVersion=0`` ("any version"), served from the watch cache, which
-          ignores ``limit`` then. A paginated answer means no watch cache serves this
-          collection; later lists keep paginating.
+        Every request carries ``limit``: a copy is as large as its blueprint, and a list of them
+        in one response would cost the whole collection's size in memory at once (at start and
+        at every 410). On the supported servers (v1.34+) both lists below are served from the
+        API server's watch cache, pages cut from its snapshots:
+
+        - First list (and ``list_once``): a consistent read (no ``resourceVersion``).
         - Later lists (after 410 Gone, or repeated failures): ``resourceVersion`` = the last one
-          seen, ``resourceVersionMatch=NotOlderThan``, without ``limit`` (with one, servers
-          before v1.34 read from etcd): from the watch cache, and never older than what this
-          cache already holds, so a relist cannot move it back in time.
-        - That version unavailable (410, or 504 too large): a consistent read (no
-          resourceVersion), paginated, as client-go's reflector does.
-        - A continue token that expires (410) on a later page: the whole list again in one piece
-          at the same resourceVersion, as client-go's pager does.
+          seen, ``resourceVersionMatch=NotOlderThan``: never older than what this cache already
+          holds, so a relist cannot move it back in time.
+        - That version unavailable (410, or 504 too large): a consistent read, as client-go's
+          reflector does.
+        - A continue token that expires (410) on a later page: the paged list starts over with
+          the same query (never one unpaged list), a few times at most.
         """
-        if consistent:
-            version = ""
-        elif not self.resource_version:
-            version = "0"
-        else:
-            version = self.resource_version
+        version = "" if consistent or not self.resource_version else self.resource_version
         try:
             fresh, resource_version = await self._list(version)
         except ApiError as exc:
-            if version == "" or not resource_version_unavailable(exc):
+            if (
+                version == ""
+                or isinstance(exc, ContinueExpiredError)
+                or not resource_version_unavailable(exc)
+            ):
                 raise
             log.info("resourceVersion unavailable; listing consistently", extra={"informer": self.name})
             fresh, resource_version = await self._list("")
@@ -221,28 +222,26 @@ class Informer(Generic[T]):
     async def _list(self, version: str) -> tuple[dict[str, T], str]:
         query = [*self.query]
         if version:
-            query.append(("resourceVersion", version))
-        if version not in ("", "0"):
-            query.append(("resourceVersionMatch", "NotOlderThan"))
-        page_size = self.page_size() if callable(self.page_size) else self.page_size
-        if version not in ("", "0") and not self._paginated:
-            page_size = 0
-        try:
-            return await self._collect(query, page_size, first=version == "0")
-        except ContinueExpiredError:
-            log.info("continue token expired; listing in one piece", extra={"informer": self.name})
-            return await self._collect(query, 0, first=False)
+            query += [("resourceVersion", version), ("resourceVersionMatch", "NotOlderThan")]
+        for attempt in range(1, CONTINUE_EXPIRED_ATTEMPTS + 1):
+            page_size = max(1, self.page_size() if callable(self.page_size) else self.page_size)
+            try:
+                return await self._collect(query, page_size)
+            except ContinueExpiredError:
+                if attempt == CONTINUE_EXPIRED_ATTEMPTS:
+                    raise
+                log.info(
+                    "continue token expired; listing again from the first page", extra={"informer": self.name}
+                )
+        raise AssertionError("unreachable")
 
-    async def _collect(self, query: Query, page_size: int, *, first: bool) -> tuple[dict[str, T], str]:
+    async def _collect(self, query: Query, page_size: int) -> tuple[dict[str, T], str]:
         fresh: dict[str, T] = {}
         resource_version = ""
         async for page in self.kube.list_pages(self.path, query=query, page_size=page_size):
             for item in page.get("items", []):
                 fresh[self.key(item)] = self.trim(item)
-            metadata = page.get("metadata", {})
-            resource_version = metadata.get("resourceVersion", resource_version)
-            if first and metadata.get("continue"):
-                self._paginated = True
+            resource_version = page.get("metadata", {}).get("resourceVersion", resource_version)
             self.heartbeat = time.monotonic()
         return fresh, resource_version
 
