@@ -19,7 +19,8 @@ Rules that protect users, in one place:
 - nothing is written when the copy already matches (hash, type, immutability and our metadata);
 - no value computed from the data is ever written into metadata: the copy's own observed data is
   hashed in memory and compared with the blueprint's (a digest in an annotation would be an offline
-  guessing oracle for anyone who may read metadata but not data).
+  guessing oracle for anyone who may read metadata but not data); a copy of ours that still
+  carries the digest earlier versions wrote loses it, whatever the state of its pair.
 """
 
 from __future__ import annotations
