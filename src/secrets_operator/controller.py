@@ -67,6 +67,9 @@ FAILURES_BEFORE_EVENT = 5
 #: pkg/admission/plugin/namespace/lifecycle). Measured here: without this grace 9 of 500 copies
 #: took 50-100 ms; with 5 ms none did (docs/performance.md).
 NEW_NAMESPACE_GRACE = 0.005
+#: Seconds a consistent read that found a blueprint absent lets prunes go without another read: the
+#: workers pruning its copies at the end of the grace share one read instead of one per namespace.
+PRUNE_CONFIRMATION_SECONDS = 1.0
 _intern = sys.intern
 
 
@@ -222,6 +225,9 @@ class Controller:
         # blueprint -> when (monotonic) it was first seen missing, for PRUNE's grace. Kept by every
         # replica, so a standby that takes over knows how long a deleted blueprint has been gone.
         self.missing_since: dict[BlueprintRef, float] = {}
+        # blueprint -> when (monotonic) a consistent read last found it absent (_confirm_missing).
+        self.confirmed_missing: dict[BlueprintRef, float] = {}
+        self._confirming: dict[BlueprintRef, anyio.Lock] = {}
         self._redaction: tuple[tuple[tuple[BlueprintRef, str], ...], redaction.Redactor] = (
             (),
             redaction.Redactor(()),
@@ -520,6 +526,15 @@ class Controller:
         it. The blueprints whose writes failed are left in ``failed_blueprints``.
         """
         plan = self.plan(namespace)
+        try:
+            if not await self._prunes_confirmed(plan):
+                plan = self.plan(namespace)  # the blueprint is back: plan from it
+        except ApiError as exc:
+            log.warning(
+                "could not read the blueprint again before pruning; will retry",
+                extra={"namespace": namespace, "error": self.describe_error(exc)},
+            )
+            return Outcome.ERROR
         if plan.recheck_after is not None:  # a prune grace ends then
             self.queue.add_after(namespace, plan.recheck_after)
         await self._report(plan)
@@ -572,6 +587,54 @@ class Controller:
                 extra={**fields, "reason": action.reason},
             )
         return Outcome.SUCCESS if ok else Outcome.ERROR
+
+    async def _prunes_confirmed(self, plan: NamespacePlan) -> bool:
+        """False when a blueprint whose copies the plan deletes turns out to exist after all."""
+        refs = {action.blueprint for action in plan.actions if action.kind == ActionKind.DELETE}
+        for ref in sorted(refs):
+            if self.blueprint(ref) is None and not await self._confirm_missing(ref):
+                return False
+        return True
+
+    async def _confirm_missing(self, ref: BlueprintRef) -> bool:
+        """Whether a consistent read shows the blueprint absent; if it is there, it enters the cache.
+
+        The grace measures how long the *cache* has shown the blueprint missing. A stalled watch (a
+        half-open stream, a lagging watch cache, a reconnect backoff; a silent one is noticed only
+        after 70 s) can show it missing long after it came back, so a prune first reads it again:
+        a LIST by name without resourceVersion, which the API server answers from etcd (or from a
+        cache it proved current). Found, the blueprint goes into the cache as if watched, which
+        ends the grace and lets the copies follow it. The LIST by name is what the informer already
+        sends, so RBAC needs no other verb.
+        """
+        async with self._confirming.setdefault(ref, anyio.Lock()):
+            confirmed = self.confirmed_missing.get(ref)
+            if confirmed is not None and time.monotonic() - confirmed < PRUNE_CONFIRMATION_SECONDS:
+                return True
+            started = time.monotonic()
+            listed = await self.kube.request(
+                "GET",
+                f"/api/v1/namespaces/{ref.namespace}/secrets",
+                query=[("fieldSelector", f"metadata.name={ref.name}")],
+            )
+            found = [
+                item for item in listed.get("items") or [] if item.get("metadata", {}).get("name") == ref.name
+            ]
+            if not found:
+                self.confirmed_missing[ref] = started
+                return True
+            key = f"{ref.namespace}/{ref.name}"
+            store = self.blueprint_informers[ref].store
+            if store.get(key) is None:  # unless its watch caught up during the read
+                blueprint = trim_blueprint(ref, found[0])
+                store[key] = blueprint
+                log.warning(
+                    "blueprint exists though its watch still shows it deleted (the watch lags); "
+                    "nothing pruned",
+                    extra={"blueprint": key, "resource_version": blueprint.resource_version},
+                )
+                self._blueprint_changed(key, None, blueprint)
+            return False
 
     async def _worker(self) -> None:
         while True:

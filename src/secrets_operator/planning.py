@@ -19,7 +19,8 @@ Rules that protect users, in one place:
 - nothing is written when the copy already matches (hash, type, immutability and our metadata);
 - no value computed from the data is ever written into metadata: the copy's own observed data is
   hashed in memory and compared with the blueprint's (a digest in an annotation would be an offline
-  guessing oracle for anyone who may read metadata but not data).
+  guessing oracle for anyone who may read metadata but not data); a copy of ours that still
+  carries the digest earlier versions wrote loses it, whatever the state of its pair.
 """
 
 from __future__ import annotations
@@ -344,6 +345,24 @@ def _missing_blueprint(
     return Row(ref, namespace, CopyState.ORPHANED, why), _delete(copy, ref, f"pruned: {why}")
 
 
+def _without_legacy_digest(copy: CopyInfo, ref: BlueprintRef) -> Action:
+    """A metadata-only patch that removes the data digest earlier versions wrote (nothing else)."""
+    return Action(
+        kind=ActionKind.UPDATE,
+        namespace=copy.namespace,
+        name=copy.name,
+        blueprint=ref,
+        reason=f"removing {LEGACY_HASH_ANNOTATION}, a digest of the data earlier versions wrote",
+        body={
+            "metadata": {
+                "resourceVersion": copy.resource_version,
+                "annotations": {LEGACY_HASH_ANNOTATION: None},
+            }
+        },
+        resource_version=copy.resource_version,
+    )
+
+
 def plan_pair(
     policy: Policy,
     ref: BlueprintRef,
@@ -357,8 +376,33 @@ def plan_pair(
 
     ``missing_for``: when ``blueprint`` is None, the seconds it has been seen missing (None:
     unknown), which decides whether PRUNE may delete the copy yet.
-    """
 
+    A copy of ours that still carries the data digest earlier versions wrote loses it whatever
+    the pair's state: copies planning never compares (stale, refused, of a missing blueprint)
+    would otherwise keep that guessing oracle forever.
+    """
+    row, action = _plan_pair(policy, ref, blueprint, namespace, copy, missing_for=missing_for)
+    if (
+        action is None
+        and copy is not None
+        and LEGACY_HASH_ANNOTATION in copy.annotations
+        and not namespace.terminating
+        and namespace.name != ref.namespace
+        and is_ours(copy, ref)
+    ):
+        action = _without_legacy_digest(copy, ref)
+    return row, action
+
+
+def _plan_pair(
+    policy: Policy,
+    ref: BlueprintRef,
+    blueprint: Blueprint | None,
+    namespace: NamespaceInfo,
+    copy: CopyInfo | None,
+    *,
+    missing_for: float | None,
+) -> tuple[Row, Action | None]:
     def row(state: CopyState, detail: str = "") -> Row:
         return Row(ref, namespace.name, state, detail)
 

@@ -503,6 +503,55 @@ async def test_copies_of_a_blueprint_left_deleted_are_pruned_when_the_grace_is_o
     assert (await operator.metrics()).value("secrets_operator_writes_total", action="delete") == len(targets)
 
 
+async def test_a_blueprint_back_while_its_watch_stalls_is_read_again_before_any_prune(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """The grace counts how long the blueprint is *known* missing, not how long the cache shows it
+    missing: with the blueprint's watch stalled (a half-open stream, a lagging watch cache, a
+    reconnect backoff) the cache still shows it deleted at the end of the grace, after it came
+    back. A consistent read then finds it, and the copies follow it instead of being deleted."""
+    grace = 4.0
+    await scenario.blueprint(HTPASSWD)
+    targets = [await scenario.namespace(f"t{i}") for i in range(2)]
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, prune="true", prune_grace_seconds=str(grace))
+    await operator.wait_ready()
+    for namespace in targets:
+        await scenario.wait_copy(namespace, HTPASSWD)
+    home = f"/api/v1/namespaces/{scenario.home}/secrets"
+
+    async def watched() -> bool:
+        return proxy.open_watches(home) == 1
+
+    await wait_for(watched, timeout=10, what="the blueprint's watch through the proxy")
+    deleted = time.monotonic()
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+
+    async def seen_missing() -> bool:
+        metrics = await operator.metrics()
+        return metrics.value("secrets_operator_copies", state="blueprint_missing") == len(targets)
+
+    await wait_for(seen_missing, timeout=grace, what="the operator to see the blueprint deleted")
+    proxy.hold_path, proxy.hold_watches = home, True  # the watch stalls: nothing more reaches the cache
+    assert proxy.cut_watches(home) == 1
+    await anyio.sleep(0.5)
+    rotated = {"auth": "alice:$apr1$new$rotated"}
+    await scenario.blueprint(rotated)
+    await anyio.sleep(max(0.0, deleted + grace + 2.0 - time.monotonic()))
+    deletes = [(write.path, write.status) for write in proxy.writes if write.method == "DELETE"]
+    assert not deletes, f"copies pruned from a stalled cache while the blueprint was back: {deletes}"
+    for namespace in targets:  # still stalled: only the read at the end of the grace can see it
+        await scenario.wait_copy(namespace, rotated, timeout=10)
+    assert proxy.open_watches(home) == 0, "the watch was not stalled after all"
+    reads = [
+        target
+        for method, target in proxy.seen
+        if method == "GET" and target.startswith(home + "?") and "watch=" not in target
+    ]
+    assert any("resourceVersion" not in target for target in reads), reads  # consistent LIST
+    proxy.release_watches()
+
+
 async def test_service_account_token_blueprint_is_refused(scenario: Scenario) -> None:
     await scenario.namespace("home")
     await scenario.core.create_namespaced_service_account(

@@ -282,6 +282,63 @@ def test_copy_still_carrying_the_old_data_digest_annotation_loses_it_in_a_metada
     assert plan_pair(Policy(), REF, source, TARGET, removed) == (Row(REF, "team-a", CopyState.IN_SYNC), None)
 
 
+LEGACY_MARKS = {"secrets-operator.io/source": "auth/htpasswd", "secrets-operator.io/source-hash": "e" * 64}
+SA_TOKEN = "kubernetes.io/service-account-token"
+
+
+@pytest.mark.parametrize(
+    ("state", "policy", "source", "namespace", "missing_for"),
+    [
+        # the namespace left the targets, PRUNE off: the copy stays and is never compared again
+        (CopyState.STALE, Policy(include=("other-*",)), blueprint(), TARGET, None),
+        # the blueprint is gone, PRUNE off: kept until it returns
+        (CopyState.BLUEPRINT_MISSING, Policy(), None, TARGET, None),
+        # the blueprint is gone, PRUNE on, within the grace
+        (CopyState.BLUEPRINT_MISSING, Policy(prune=True), None, TARGET, 5.0),
+        # the blueprint is gone, PRUNE on, a one-shot command that cannot know for how long
+        (CopyState.BLUEPRINT_MISSING, Policy(prune=True), None, TARGET, None),
+        # the blueprint is refused: its old copy is never compared again
+        (CopyState.REFUSED, Policy(), blueprint(of_type=SA_TOKEN), TARGET, None),
+    ],
+    ids=["stale", "blueprint-missing", "within-grace", "one-shot", "refused"],
+)
+def test_the_old_data_digest_leaves_our_copy_whatever_the_state_of_the_pair(
+    state: CopyState,
+    policy: Policy,
+    source: Blueprint | None,
+    namespace: NamespaceInfo,
+    missing_for: float | None,
+) -> None:
+    """A digest of the data is a guessing oracle: it goes even from copies planning never compares."""
+    copy = our_copy(blueprint(), annotations=LEGACY_MARKS)
+    row, action = plan_pair(policy, REF, source, namespace, copy, missing_for=missing_for)
+    assert row.state is state
+    assert action is not None
+    assert action.kind is ActionKind.UPDATE
+    assert action.hash == ""  # the data is not written, so not checked
+    assert body_of(action) == {
+        "metadata": {"resourceVersion": "42", "annotations": {"secrets-operator.io/source-hash": None}}
+    }
+    removed = our_copy(blueprint(), annotations={"secrets-operator.io/source": "auth/htpasswd"})
+    assert plan_pair(policy, REF, source, namespace, removed)[1] is None
+
+
+def test_the_old_data_digest_is_left_alone_where_nothing_may_be_written() -> None:
+    copy = our_copy(blueprint(), annotations=LEGACY_MARKS)
+    terminating = NamespaceInfo("team-a", {}, terminating=True)
+    assert plan_pair(Policy(), REF, None, terminating, copy)[1] is None
+    assert plan_pair(Policy(), REF, blueprint(), terminating, copy)[1] is None
+    foreign = our_copy(blueprint(), labels={}, annotations=LEGACY_MARKS)  # not ours: a conflict
+    assert plan_pair(Policy(), REF, None, TARGET, foreign)[1] is None
+    assert plan_pair(Policy(), REF, blueprint(), TARGET, foreign)[1] is None
+    assert (
+        plan_pair(Policy(), REF, blueprint(), HOME, our_copy(blueprint(), "auth", annotations=LEGACY_MARKS))[
+            1
+        ]
+        is None
+    )
+
+
 @pytest.mark.parametrize("situation", ["create", "update", "replace", "adopt"])
 def test_no_write_puts_a_digest_of_the_data_in_metadata(situation: str) -> None:
     source = blueprint(immutable=situation == "replace")
