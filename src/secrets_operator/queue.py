@@ -110,6 +110,7 @@ class WorkQueue:
         Nothing brings it forward meanwhile but ``forget``. Counts no failure: for a delay the
         server asked for (429 ``Retry-After``) rather than one the key earned.
         """
+        delay = min(delay, self.max_delay)  # never parked for good, whatever a server asked
         until = max(self.clock() + delay, self._held_until.get(key, float("-inf")))
         self._held_until[key] = until
         pending_since = self._pending.pop(key, None)

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from secrets_operator.kube.client import ApiError, Kube
+from secrets_operator.kube.client import ApiError, Kube, _retry_after
 
 
 def _kubeconfig(tmp_path: Path, server: str) -> Path:
@@ -90,3 +90,11 @@ async def test_a_write_whose_budget_ends_mid_request_is_abandoned_by_then(tmp_pa
     finally:
         release.set()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("5", 5.0), ("inf", 300.0), ("1e400", 300.0), ("86400", 300.0), ("nan", 1.0), ("x", 1.0)],
+)
+def test_retry_after_is_honoured_within_bounds(header: str, seconds: float) -> None:
+    assert _retry_after({"Retry-After": header}) == seconds

@@ -574,3 +574,18 @@ def test_stale_heap_entries_do_not_pile_up() -> None:
         queue._pending.pop("beta")  # ...and is taken at once
 
     assert len(queue._heap) <= 2 * len(queue._delayed) + 65
+
+
+async def test_a_huge_or_infinite_server_delay_parks_a_key_for_max_delay_at_most() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock, max_delay=120.0)
+    for asked in (float("inf"), 86_400.0):
+        queue.add("alpha")
+        key, _ = await queue.get()
+        queue.hold(key, asked)
+        queue.done(key)
+        clock.now += 120.0
+        with anyio.fail_after(1):
+            again, _ = await queue.get()
+        assert again == "alpha"
+        queue.done(again)

@@ -19,6 +19,7 @@ It knows nothing of blueprints: it is generic plumbing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import urllib.parse
@@ -104,11 +105,19 @@ class RateLimiter:
             self._tokens -= 1
 
 
+#: The longest Retry-After honoured: a proxy that asks for a day (or `inf`) gets this instead.
+MAX_RETRY_AFTER = 300.0
+
+
 def _retry_after(headers: Mapping[str, str]) -> float:
+    """Seconds to wait as the server asked, within [0, MAX_RETRY_AFTER]; 1 s if unreadable."""
     try:
-        return max(0.0, float(headers.get("Retry-After", "0")))
+        asked = float(headers.get("Retry-After", "0"))
     except ValueError:
         return 1.0
+    if math.isnan(asked):
+        return 1.0
+    return min(max(0.0, asked), MAX_RETRY_AFTER)
 
 
 def _status_message(body: bytes) -> tuple[str, str]:
