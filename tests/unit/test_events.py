@@ -198,3 +198,12 @@ def test_one_object_gets_at_most_the_burst_of_events() -> None:
         )
         == 2
     )
+
+
+def test_a_stream_of_one_problem_does_not_starve_the_first_report_of_another() -> None:
+    clock = FakeClock()
+    recorder = EventRecorder(Recording(), reporting_controller="c", reporting_instance="i", clock=clock)
+    for i in range(26):  # a new summary every window, each note different: the burst used up
+        recorder.emit(SECRET, type="Warning", reason="Conflict", action="Replicate", note=f"{i} namespaces")
+        clock.now += 10.0
+    assert recorder.emit(SECRET, type="Warning", reason="Refused", action="Replicate", note="not copied")

@@ -9,8 +9,9 @@ API requests on the same rate-limit budget as the writes that matter, and etcd s
   (``secrets_operator_events_total{result="dropped"}``): a reconcile never waits for an Event.
 - The same note about the same object is said again only after ``repeat_after`` seconds.
 - A spam filter like client-go's event correlator (``EventSourceObjectSpamFilter``): a token
-  bucket per source and object (and type), ``burst`` Events at once, then one per
-  ``refill_every`` seconds.
+  bucket per source, object, type and reason (client-go has no reason in the key; with it, one
+  problem's stream cannot starve another's first report), ``burst`` Events at once, then one
+  per ``refill_every`` seconds.
 
 Aggregating many similar conditions into one Event (one per blueprint and reason, with a count)
 is the caller's job: this module knows nothing of what the objects are.
@@ -124,7 +125,9 @@ class EventRecorder:
             metrics.EVENTS.labels(result="dropped").inc()
             log.warning("Event queue full; Event dropped", extra={"reason": reason})
             return False
-        if not self.spam.allow((self.reporting_controller, self.reporting_instance, regarding, type)):
+        # Keyed by reason too (client-go keys by source and object only): a stream of one kind of
+        # problem must not use up the budget that the first report of another kind needs.
+        if not self.spam.allow((self.reporting_controller, self.reporting_instance, regarding, type, reason)):
             metrics.EVENTS.labels(result="rate_limited").inc()
             return False
         self._said[key] = now
