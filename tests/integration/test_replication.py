@@ -7,6 +7,8 @@ cluster's state from outside, the way a user would.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 
 import anyio
@@ -291,14 +293,27 @@ async def test_unmanaged_twin_of_another_type_or_immutable_is_never_deleted_with
         )
     assert (await operator.metrics()).value("secrets_operator_copies", state="conflict") == 2
 
-    async def reported() -> list[str] | None:
+    # One Event on the blueprint names both twins (Events are aggregated per blueprint and reason);
+    # `check` gives each twin its own reason.
+    async def reported() -> str | None:
         notes = [event.note or "" for event in await scenario.events() if event.reason == "Conflict"]
-        found = [note for note in notes if "not adopted" in note]
-        return found if len(found) == 2 else None
+        found = [note for note in notes if "not adopted" in note and typed in note and frozen in note]
+        return found[0] if found else None
 
-    notes = await wait_for(reported, timeout=20, what="a Conflict event for each twin")
-    assert any(typed in note and "its type is 'kubernetes.io/basic-auth'" in note for note in notes), notes
-    assert any(frozen in note and "immutable" in note for note in notes), notes
+    await wait_for(reported, timeout=30, what="a Conflict event naming both twins")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_OPERATOR_")}
+    env.update(scenario.env(conflict_policy="adopt"))
+    env["KUBECONFIG"] = str(scenario.cluster.kubeconfig)
+    check = await anyio.run_process(
+        [sys.executable, "-m", "secrets_operator", "check", "--problems-only", "--output", "json"],
+        env=env,
+        check=False,
+    )
+    rows = {row["namespace"]: row for row in json.loads(check.stdout)}
+    assert rows[typed]["state"] == "conflict", rows
+    assert "its type is 'kubernetes.io/basic-auth'" in rows[typed]["detail"], rows[typed]
+    assert rows[frozen]["state"] == "conflict", rows
+    assert "immutable" in rows[frozen]["detail"], rows[frozen]
 
 
 async def test_excluded_unselected_and_opted_out_namespaces_get_nothing(scenario: Scenario) -> None:
@@ -373,8 +388,6 @@ async def test_copies_stay_when_the_namespace_leaves_the_selector_without_prune(
 async def test_copy_left_in_a_namespace_that_stopped_being_a_target_is_reported_stale(
     scenario: Scenario,
 ) -> None:
-    import os
-    import sys
 
     import anyio
 
@@ -669,8 +682,6 @@ async def test_restart_in_sync_makes_zero_writes(scenario: Scenario) -> None:
 
 
 async def test_check_reports_states_and_sync_once_repairs(scenario: Scenario) -> None:
-    import os
-    import sys
 
     import anyio
 
