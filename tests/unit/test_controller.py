@@ -281,3 +281,12 @@ async def test_replication_failing_is_recorded_only_on_the_blueprint_that_failed
         await anyio.sleep(1.2)
 
     assert post_count(api, "ReplicationFailing") == {"auth": 1}
+
+
+def test_a_new_leadership_term_forgets_the_problems_collected_in_an_earlier_one(api: FakeApi) -> None:
+    """A standby's digest could be hours old: nothing of it may become an Event later."""
+    assert api.controller is not None
+    api.controller.digest.add(AUTH, "Conflict", "team-a", "an old conflict")
+    api.controller._reset_states()
+    api.controller.digest.clock = lambda: float("inf")  # every window long over
+    assert api.controller.digest.due() == []
