@@ -577,19 +577,24 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+def until_signalled() -> Callable[[], bool]:
+    """Catch SIGTERM and SIGINT from now on; the function returned says whether one came."""
+    arrived: list[int] = []
+
+    def _note(signum: int, frame: object) -> None:
+        arrived.append(signum)
+
+    signal.signal(signal.SIGTERM, _note)
+    signal.signal(signal.SIGINT, _note)
+    return lambda: bool(arrived)
+
+
 def _serve(state_dir: Path) -> int:
     """Run the control plane in the foreground until SIGTERM/SIGINT (the daemon's body)."""
     workdir = state_dir / "run"
     shutil.rmtree(workdir, ignore_errors=True)
     plane = ControlPlane(workdir)
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    signalled = until_signalled()
     try:
         plane.start()
     except (ControlPlaneError, BuildError) as exc:
@@ -611,7 +616,7 @@ def _serve(state_dir: Path) -> int:
     )
     print(f"control plane ready at {plane.server} in {plane.startup_seconds:.1f} s", flush=True)
     try:
-        while not stopping:
+        while not signalled():
             plane.check_alive()
             time.sleep(0.5)
     except ControlPlaneError as exc:

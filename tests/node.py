@@ -33,7 +33,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from tests.cluster import (
     read_state,
     start_daemon,
     stop_daemon,
+    until_signalled,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -681,14 +681,7 @@ def _serve(state_dir: Path) -> int:
     """Run everything in the foreground until SIGTERM/SIGINT (the body of `up`)."""
     workdir = state_dir / "run"
     clean(workdir)
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    signalled = until_signalled()
     state = state_dir / "state.json"
     try:
         with running(workdir) as (plane, registry, _docker, node):
@@ -708,7 +701,7 @@ def _serve(state_dir: Path) -> int:
                 )
             )
             print(f"node {NODE_NAME} ready; registry {registry.host}", flush=True)
-            while not stopping:
+            while not signalled():
                 plane.check_alive()
                 node.check_alive()
                 time.sleep(0.5)
