@@ -601,39 +601,25 @@ class Controller:
 
         The grace measures how long the *cache* has shown the blueprint missing. A stalled watch (a
         half-open stream, a lagging watch cache, a reconnect backoff; a silent one is noticed only
-        after 70 s) can show it missing long after it came back, so a prune first reads it again:
-        a LIST by name without resourceVersion, which the API server answers from etcd (or from a
-        cache it proved current). Found, the blueprint goes into the cache as if watched, which
-        ends the grace and lets the copies follow it. The LIST by name is what the informer already
-        sends, so RBAC needs no other verb.
+        after 70 s) can show it missing long after it came back, so a prune first has the
+        blueprint's informer read it again: a consistent LIST by name (no resourceVersion), which
+        the API server answers from etcd or from a cache it proved current. Found, it enters the
+        cache as any relist's result does, which ends the grace and lets the copies follow it.
+        The LIST by name is what the informer always sends, so RBAC needs no other verb.
         """
         async with self._confirming.setdefault(ref, anyio.Lock()):
             confirmed = self.confirmed_missing.get(ref)
             if confirmed is not None and time.monotonic() - confirmed < PRUNE_CONFIRMATION_SECONDS:
                 return True
             started = time.monotonic()
-            listed = await self.kube.request(
-                "GET",
-                f"/api/v1/namespaces/{ref.namespace}/secrets",
-                query=[("fieldSelector", f"metadata.name={ref.name}")],
-            )
-            found = [
-                item for item in listed.get("items") or [] if item.get("metadata", {}).get("name") == ref.name
-            ]
-            if not found:
+            await self.blueprint_informers[ref].read_again()  # a change reaches _blueprint_changed
+            if self.blueprint(ref) is None:
                 self.confirmed_missing[ref] = started
                 return True
-            key = f"{ref.namespace}/{ref.name}"
-            store = self.blueprint_informers[ref].store
-            if store.get(key) is None:  # unless its watch caught up during the read
-                blueprint = trim_blueprint(ref, found[0])
-                store[key] = blueprint
-                log.warning(
-                    "blueprint exists though its watch still shows it deleted (the watch lags); "
-                    "nothing pruned",
-                    extra={"blueprint": key, "resource_version": blueprint.resource_version},
-                )
-                self._blueprint_changed(key, None, blueprint)
+            log.warning(
+                "blueprint exists though its watch still showed it deleted (the watch lags); nothing pruned",
+                extra={"blueprint": str(ref)},
+            )
             return False
 
     async def _worker(self) -> None:

@@ -7,6 +7,7 @@ its event handlers and leadership with a fake clock and a fake API server: no cl
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -45,9 +46,13 @@ class FakeApi:
 
     async def request(self, method: str, path: str, **options: Any) -> JSON:
         self.requests.append((method, path))
-        if method == "GET":
-            return {"items": [self.blueprint] if self.blueprint is not None else []}
         return {}
+
+    async def list_pages(self, path: str, *, query: Any = (), page_size: int = 500) -> AsyncIterator[JSON]:
+        """The informer's paged LIST, in one page: whatever the server holds now."""
+        self.requests.append(("GET", path))
+        items = [self.blueprint] if self.blueprint is not None else []
+        yield {"items": items, "metadata": {"resourceVersion": "100"}}
 
 
 def blueprint_object(resource_version: str = "7") -> JSON:

@@ -114,6 +114,14 @@ class Informer(Generic[T]):
         """
         await self._relist(consistent=True)
 
+    async def read_again(self) -> None:
+        """A consistent LIST now, applied as a relist is: differences reach ``on_change``.
+
+        For a caller that must not act on a view its watch may not have caught up with (a
+        stalled stream, a lagging watch cache, a reconnect backoff).
+        """
+        await self._relist(consistent=True)
+
     # -- continuous use
 
     async def run(self) -> NoReturn:
