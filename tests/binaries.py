@@ -33,9 +33,19 @@ WRAPPERS = REPO / "tests" / "controlplane"
 CACHE = Path(os.environ.get("SECRETS_OPERATOR_CACHE_DIR", REPO / ".cache"))
 BIN_DIR_ENV = "SECRETS_OPERATOR_CONTROLPLANE_BIN_DIR"
 
-KUBERNETES_VERSION = "v1.35.4"
-ETCD_VERSION = "v3.6.16"
-HELM_VERSION = "v3.19.5"
+#: The supported Kubernetes minors, oldest first, each with the etcd minor upstream pairs it with
+#: (``build/dependencies.yaml`` of each release: 1.35 -> 3.6.6, 1.36 -> 3.6.8, 1.37 -> 3.7.0).
+#: The exact versions (the newest patch of each) are pinned by the wrapper modules'
+#: ``go.mod`` files under ``tests/controlplane/kubernetes/<minor>`` and ``tests/controlplane/etcd/<minor>``.
+ETCD_MINOR = {"1.35": "3.6", "1.36": "3.6", "1.37": "3.7"}
+MINORS = tuple(ETCD_MINOR)
+#: The default for the tests, the demo and the benchmarks: the newest supported minor.
+DEFAULT_MINOR = MINORS[-1]
+#: Choose another supported minor: ``SECRETS_OPERATOR_KUBERNETES=1.35 nox -s tests``.
+KUBERNETES_ENV = "SECRETS_OPERATOR_KUBERNETES"
+
+HELM3_VERSION = "v3.19.5"
+HELM4_VERSION = "v4.3.1"
 
 
 class BuildError(RuntimeError):
@@ -66,12 +76,21 @@ class Component:
         return digest.hexdigest()
 
 
-def _k8s_ldflags() -> tuple[str, ...]:
-    major, minor, _ = KUBERNETES_VERSION.lstrip("v").split(".")
+def pinned_version(module_dir: Path, module: str) -> str:
+    """The version of ``module`` that a wrapper's go.mod requires (the single place it is pinned)."""
+    for line in (module_dir / "go.mod").read_text().splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[-2] == module and words[0] in ("require", module):
+            return words[-1]
+    raise BuildError(f"{module_dir / 'go.mod'} does not require {module}")
+
+
+def _k8s_ldflags(version: str) -> tuple[str, ...]:
+    major, minor, _ = version.lstrip("v").split(".")
     flags = []
     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         flags += [
-            f"-X {package}.gitVersion={KUBERNETES_VERSION}",
+            f"-X {package}.gitVersion={version}",
             f"-X {package}.gitMajor={major}",
             f"-X {package}.gitMinor={minor}",
             f"-X {package}.gitTreeState=clean",
@@ -79,32 +98,98 @@ def _k8s_ldflags() -> tuple[str, ...]:
     return tuple(flags)
 
 
-KUBERNETES = Component(
-    name="controlplane",
-    version=KUBERNETES_VERSION,
-    commands={
-        "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
-        "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
-        "kubectl": "k8s.io/kubernetes/cmd/kubectl",
-    },
-    ldflags=_k8s_ldflags(),
-    module_dir=WRAPPERS / "kubernetes",
-)
-ETCD = Component(
-    name="etcd",
-    version=ETCD_VERSION,
-    commands={"etcd": "go.etcd.io/etcd/server/v3"},
-    ldflags=(),
-    module_dir=WRAPPERS / "etcd",
-)
-HELM = Component(
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """One supported Kubernetes minor: its control plane, node and matching etcd builds."""
+
+    minor: str
+
+    @property
+    def kubernetes_dir(self) -> Path:
+        return WRAPPERS / "kubernetes" / self.minor
+
+    @property
+    def etcd_dir(self) -> Path:
+        return WRAPPERS / "etcd" / ETCD_MINOR[self.minor]
+
+    @property
+    def kubernetes_version(self) -> str:
+        return pinned_version(self.kubernetes_dir, "k8s.io/kubernetes")
+
+    @property
+    def etcd_version(self) -> str:
+        return pinned_version(self.etcd_dir, "go.etcd.io/etcd/server/v3")
+
+    @property
+    def controlplane(self) -> Component:
+        return Component(
+            name="controlplane",
+            version=self.kubernetes_version,
+            commands={
+                "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+                "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            },
+            ldflags=_k8s_ldflags(self.kubernetes_version),
+            module_dir=self.kubernetes_dir,
+        )
+
+    @property
+    def etcd(self) -> Component:
+        return Component(
+            name="etcd",
+            version=self.etcd_version,
+            commands={"etcd": "go.etcd.io/etcd/server/v3"},
+            ldflags=(),
+            module_dir=self.etcd_dir,
+        )
+
+    @property
+    def node(self) -> Component:
+        """The node of the end-to-end tests, from the same wrapper module (so the same version)."""
+        return Component(
+            name="node",
+            version=self.kubernetes_version,
+            commands={
+                "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+                "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+                "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            },
+            ldflags=_k8s_ldflags(self.kubernetes_version),
+            module_dir=self.kubernetes_dir,
+        )
+
+
+def release(minor: str | None = None) -> Release:
+    """The release to use: ``minor``, else ``$SECRETS_OPERATOR_KUBERNETES``, else the newest.
+
+    Accepts a minor (``1.36``) or the exact pinned version (``v1.36.3``); anything else is refused
+    with the list of what is supported.
+    """
+    wanted = (minor or os.environ.get(KUBERNETES_ENV) or DEFAULT_MINOR).strip().lstrip("v")
+    parts = wanted.split(".")
+    chosen = ".".join(parts[:2])
+    if chosen not in ETCD_MINOR or len(parts) not in (2, 3):
+        raise BuildError(
+            f"{KUBERNETES_ENV}={wanted}: not a supported Kubernetes version; "
+            f"supported minors: {', '.join(MINORS)} (default {DEFAULT_MINOR})"
+        )
+    found = Release(chosen)
+    if len(parts) == 3 and found.kubernetes_version != f"v{wanted}":
+        raise BuildError(
+            f"{KUBERNETES_ENV}={wanted}: this project pins {found.kubernetes_version} for {chosen}"
+        )
+    return found
+
+
+HELM3 = Component(
     name="helm",
-    version=HELM_VERSION,
+    version=HELM3_VERSION,
     commands={"helm": "helm.sh/helm/v3/cmd/helm"},
     # As helm's own Makefile links it: the default Kubernetes version of `helm template` and
     # `helm lint` is that of the client-go helm v3.19 is built with (1.34), not the source's 1.20.
     ldflags=(
-        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        f"-X helm.sh/helm/v3/internal/version.version={HELM3_VERSION}",
         "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
         "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34",
         "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
@@ -112,18 +197,14 @@ HELM = Component(
     ),
     module_dir=None,
 )
-COMPONENTS = (ETCD, KUBERNETES, HELM)
-#: The node of the end-to-end tests, from the same wrapper module (and so the same version).
-NODE = Component(
-    name="node",
-    version=KUBERNETES_VERSION,
-    commands={
-        "kubelet": "k8s.io/kubernetes/cmd/kubelet",
-        "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
-        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
-    },
-    ldflags=_k8s_ldflags(),
-    module_dir=WRAPPERS / "kubernetes",
+HELM4 = Component(
+    name="helm",
+    version=HELM4_VERSION,
+    commands={"helm": "helm.sh/helm/v4/cmd/helm"},
+    # Helm 4 reads its default Kubernetes version from client-go's module version in the build
+    # info, which `go install pkg@version` keeps; only the version string is linked in.
+    ldflags=(f"-X helm.sh/helm/v4/internal/version.version={HELM4_VERSION}",),
+    module_dir=None,
 )
 #: controller-gen and prometheus-operator's API types (both pinned in the wrapper's go.mod), from
 #: which the chart tests generate the real ServiceMonitor CRD to validate the chart's object.
@@ -137,15 +218,62 @@ CRDS = Component(
 MONITORING_TYPES = "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 
 
-@dataclasses.dataclass(frozen=True)
 class Binaries:
-    """Absolute paths of every binary the control plane and the chart checks use."""
+    """Absolute paths of the binaries of one release; each is built the first time it is asked for.
 
-    etcd: Path
-    kube_apiserver: Path
-    kube_controller_manager: Path
-    kubectl: Path
-    helm: Path
+    So a session builds only what it uses: the unit and integration tests never build helm, the
+    compatibility run never builds a node.
+    """
+
+    def __init__(self, chosen: Release, *, override: Path | None = None) -> None:
+        self.release = chosen
+        self.override = override
+
+    def _path(self, component: Component, binary: str, *, override_name: str = "") -> Path:
+        if self.override is not None:
+            path = self.override / (override_name or binary)
+            if not path.is_file():
+                raise BuildError(f"{BIN_DIR_ENV}={self.override} lacks {path.name}")
+            return path
+        ensure_built([component])
+        return component.cache_dir / binary
+
+    @property
+    def etcd(self) -> Path:
+        return self._path(self.release.etcd, "etcd")
+
+    @property
+    def kube_apiserver(self) -> Path:
+        return self._path(self.release.controlplane, "kube-apiserver")
+
+    @property
+    def kube_controller_manager(self) -> Path:
+        return self._path(self.release.controlplane, "kube-controller-manager")
+
+    @property
+    def kubectl(self) -> Path:
+        return self._path(self.release.controlplane, "kubectl")
+
+    @property
+    def helm3(self) -> Path:
+        return self._path(HELM3, "helm", override_name="helm3")
+
+    @property
+    def helm4(self) -> Path:
+        return self._path(HELM4, "helm", override_name="helm")
+
+    def helm_of(self, major: int) -> Path:
+        """Helm 3 or Helm 4 (the chart is checked with both)."""
+        return {3: self.helm3, 4: self.helm4}[major]
+
+    @property
+    def helm(self) -> Path:
+        """The Helm of the tests that are not about Helm itself: the current major, 4."""
+        return self.helm4
+
+    def controlplane(self) -> tuple[Path, ...]:
+        """Build (if needed) what the control plane runs, before anything starts that could time out."""
+        return (self.etcd, self.kube_apiserver, self.kube_controller_manager, self.kubectl)
 
 
 def _say(message: str) -> None:
@@ -271,7 +399,7 @@ def _is_fresh(component: Component) -> bool:
     return all((component.cache_dir / binary).is_file() for binary in component.commands)
 
 
-def ensure_built(components: Sequence[Component] = COMPONENTS) -> None:
+def ensure_built(components: Sequence[Component]) -> None:
     """Build whatever is missing or stale; instant when everything is cached."""
     CACHE.mkdir(parents=True, exist_ok=True)
     for component in components:
@@ -280,37 +408,17 @@ def ensure_built(components: Sequence[Component] = COMPONENTS) -> None:
         if shutil.which("go") is None:
             raise BuildError(
                 f"{component.name} {component.version} is not built and no `go` is on PATH: "
-                f"install Go >= 1.25, or set {BIN_DIR_ENV} to a directory of prebuilt binaries"
+                f"install Go >= 1.26, or set {BIN_DIR_ENV} to a directory of prebuilt binaries"
             )
         with _locked(CACHE / f".{component.name}.lock"):
             if not _is_fresh(component):  # another process may have built it meanwhile
                 _build(component)
 
 
-def binaries() -> Binaries:
-    """Locate (building if needed) every binary; honours SECRETS_OPERATOR_CONTROLPLANE_BIN_DIR."""
+def binaries(minor: str | None = None) -> Binaries:
+    """The binaries of the chosen release (see :func:`release`); honours ``BIN_DIR_ENV``."""
     override = os.environ.get(BIN_DIR_ENV)
-    if override:
-        root = Path(override)
-        found = Binaries(
-            etcd=root / "etcd",
-            kube_apiserver=root / "kube-apiserver",
-            kube_controller_manager=root / "kube-controller-manager",
-            kubectl=root / "kubectl",
-            helm=root / "helm",
-        )
-        missing = [str(p) for p in dataclasses.astuple(found) if not Path(p).is_file()]
-        if missing:
-            raise BuildError(f"{BIN_DIR_ENV}={override} lacks: {', '.join(missing)}")
-        return found
-    ensure_built()
-    return Binaries(
-        etcd=ETCD.cache_dir / "etcd",
-        kube_apiserver=KUBERNETES.cache_dir / "kube-apiserver",
-        kube_controller_manager=KUBERNETES.cache_dir / "kube-controller-manager",
-        kubectl=KUBERNETES.cache_dir / "kubectl",
-        helm=HELM.cache_dir / "helm",
-    )
+    return Binaries(release(minor), override=Path(override) if override else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,13 +430,14 @@ class NodeBinaries:
     kube_scheduler: Path
 
 
-def node_binaries() -> NodeBinaries:
-    """Locate (building if needed) kubelet, kube-proxy and kube-scheduler."""
-    ensure_built([NODE])
+def node_binaries(minor: str | None = None) -> NodeBinaries:
+    """Locate (building if needed) kubelet, kube-proxy and kube-scheduler of the chosen release."""
+    node = release(minor).node
+    ensure_built([node])
     return NodeBinaries(
-        kubelet=NODE.cache_dir / "kubelet",
-        kube_proxy=NODE.cache_dir / "kube-proxy",
-        kube_scheduler=NODE.cache_dir / "kube-scheduler",
+        kubelet=node.cache_dir / "kubelet",
+        kube_proxy=node.cache_dir / "kube-proxy",
+        kube_scheduler=node.cache_dir / "kube-scheduler",
     )
 
 
@@ -360,18 +469,47 @@ def service_monitor_crd() -> Path:
     return crd
 
 
-def main() -> int:
+PARTS = ("controlplane", "helm", "crds", "node")
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """``python -m tests.binaries [PART...]``: build ahead of time, with progress, and print paths.
+
+    Parts: controlplane (etcd, kube-apiserver, kube-controller-manager, kubectl), helm (3 and 4),
+    crds (the ServiceMonitor CRD), node (kubelet, kube-proxy, kube-scheduler). Default: all but
+    node. The release is ``$SECRETS_OPERATOR_KUBERNETES`` (default: the newest supported minor).
+    """
+    parts = list(argv) or ["controlplane", "helm", "crds"]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown:
+        _say(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+        return 2
     try:
         found = binaries()
-        crd = service_monitor_crd()
+        chosen = found.release
+        _say(f"Kubernetes {chosen.kubernetes_version}, etcd {chosen.etcd_version}")
+        paths: dict[str, Path] = {}
+        if "controlplane" in parts:
+            paths.update(
+                zip(
+                    ("etcd", "kube_apiserver", "kube_controller_manager", "kubectl"),
+                    found.controlplane(),
+                    strict=True,
+                )
+            )
+        if "helm" in parts:
+            paths.update(helm3=found.helm3, helm4=found.helm4)
+        if "crds" in parts:
+            paths["servicemonitor_crd"] = service_monitor_crd()
+        if "node" in parts:
+            paths.update(dataclasses.asdict(node_binaries()))
     except BuildError as exc:
         _say(str(exc))
         return 1
-    for field in dataclasses.fields(found):
-        print(f"{field.name}: {getattr(found, field.name)}")
-    print(f"servicemonitor_crd: {crd}")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

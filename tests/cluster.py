@@ -339,6 +339,7 @@ class ControlPlane:
         (the Node authorizer, and the controllers in NODE_CONTROLLERS)."""
         self.workdir = workdir
         self.address, self.node = address, node
+        self.loopback = ipaddress.ip_address(address).is_loopback
         self.bins = bins or binaries()
         self.logs_dir = workdir / "logs"
         self.etcd_port = free_port()
@@ -437,6 +438,9 @@ class ControlPlane:
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
                 f"--bind-address={self.address}",
                 f"--advertise-address={self.address}",
+                # From 1.37 the API server refuses to advertise a loopback address into the
+                # `kubernetes` Service's endpoints; nothing on a plane without a node reads them.
+                *(["--endpoint-reconciler-type=none"] if self.loopback else []),
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={self.workdir / 'apiserver'}",
                 f"--tls-cert-file={pki.serving_cert}",
@@ -686,7 +690,7 @@ def up(state_dir: Path, *, timeout: float = 120.0) -> int:
     if state is not None:
         print(f"control plane already running at {state['server']} (kubeconfig: {state['kubeconfig']})")
         return 0
-    binaries()  # build in the foreground, with progress, before detaching
+    binaries().controlplane()  # build in the foreground, with progress, before detaching
     state = start_daemon("tests.cluster", state_dir, timeout=timeout, what="control plane")
     if state is None:
         return 1

@@ -3,7 +3,8 @@
 The control plane is started once, lazily, by the first test that needs it (unit tests never do).
 ``SECRETS_OPERATOR_TEST_KUBECONFIG`` points the same suite at any real cluster instead. Under
 ``CI=true`` a control plane that cannot be started fails the tests; elsewhere they are skipped with
-the reason, so a laptop without Go can still run the unit tests.
+the reason, so a laptop without Go can still run the unit tests. ``SECRETS_OPERATOR_KUBERNETES``
+chooses the supported minor the local control plane runs (default: the newest).
 """
 
 from __future__ import annotations
@@ -18,12 +19,23 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 
-from tests.binaries import BuildError
+from tests.binaries import BuildError, release
 from tests.cluster import ControlPlane, ControlPlaneError, print_logs
 
 KUBECONFIG_ENV = "SECRETS_OPERATOR_TEST_KUBECONFIG"
 AUDIT_LOG_ENV = "SECRETS_OPERATOR_TEST_AUDIT_LOG"
 _planes: list[ControlPlane] = []
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which Kubernetes the run is against; refuse an unsupported choice before any test."""
+    if os.environ.get(KUBECONFIG_ENV):
+        return f"cluster: {os.environ[KUBECONFIG_ENV]} (external)"
+    try:
+        chosen = release()
+    except BuildError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return f"control plane: Kubernetes {chosen.kubernetes_version}, etcd {chosen.etcd_version}"
 
 
 @dataclasses.dataclass(frozen=True)

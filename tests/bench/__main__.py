@@ -52,7 +52,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator.kube.informer import Informer
 from secrets_operator.planning import content_hash
-from tests.binaries import ETCD_VERSION, KUBERNETES_VERSION, BuildError
+from tests.binaries import BuildError, release
 from tests.cluster import ControlPlane, ControlPlaneError
 from tests.operator import Metrics, OperatorProcess
 from tests.support import wait_for
@@ -1184,8 +1184,8 @@ def machine() -> dict[str, Any]:
         "memory_total_bytes": memory_total,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "kubernetes": KUBERNETES_VERSION,
-        "etcd": ETCD_VERSION,
+        "kubernetes": release().kubernetes_version,
+        "etcd": release().etcd_version,
     }
 
 

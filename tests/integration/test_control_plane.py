@@ -12,7 +12,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
-from tests.binaries import KUBERNETES_VERSION
+from tests.binaries import release
 from tests.conftest import Cluster
 from tests.support import read_or_none, service_account_kubeconfig, wait_for
 
@@ -21,7 +21,7 @@ async def test_server_reports_the_pinned_kubernetes_version(cluster: Cluster, ap
     if cluster.plane is None:
         pytest.skip("an external cluster runs whatever version it runs")
     info = await client.VersionApi(api).get_code()
-    assert info.git_version == KUBERNETES_VERSION
+    assert info.git_version == release().kubernetes_version
 
 
 async def test_secret_written_in_a_new_namespace_reads_back(api: ApiClient, namespace: str) -> None:
