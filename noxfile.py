@@ -7,10 +7,15 @@ Plain ``nox`` runs the whole test suite (the sessions listed in ``nox.options.se
 from __future__ import annotations
 
 import glob
+import os
+import sys
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "chart", "faults", "image", "e2e"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tests.binaries import DEFAULT_MINOR, KUBERNETES_ENV, MINORS
+
+nox.options.sessions = ["lint", "typecheck", "tests", "chart", "faults", "image", "e2e", "compat"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -40,25 +45,28 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests; builds (or reuses) the control-plane binaries first."""
     session.install("-e", ".[test]")
     # Build in the foreground so a cold build shows its progress instead of a silent fixture.
-    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.binaries", "controlplane")
     session.run("pytest", "-m", "not chart and not faults and not e2e", *session.posargs)
 
 
 @nox.session
 def chart(session: nox.Session) -> None:
-    """helm lint (also --strict), rendering, schema, server-side dry-run, PSA and the RBAC proof."""
+    """With Helm 3 and Helm 4: lint (also --strict), rendering, schema, install and upgrade; then
+    server-side dry-run, PSA and the RBAC proof."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries")
-    helm = session.run(
-        "python", "-c", "from tests.binaries import binaries; print(binaries().helm)", silent=True
-    )
-    assert isinstance(helm, str)
-    for values in ("default-values.yaml", "all-values.yaml"):
-        values_file = f"chart/secrets-operator/ci/{values}"
-        session.run(helm.strip(), "lint", "chart/secrets-operator", "-f", values_file, external=True)
-        session.run(
-            helm.strip(), "lint", "chart/secrets-operator", "--strict", "-f", values_file, external=True
-        )
+    session.run("python", "-m", "tests.binaries", "controlplane", "helm", "crds")
+    for major in (3, 4):
+        found = session.run(
+            "python", "-c", f"from tests.binaries import binaries; print(binaries().helm_of({major}))",
+            silent=True,
+        )  # fmt: skip
+        assert isinstance(found, str)
+        helm = found.strip()
+        session.run(helm, "version", "--short", external=True)
+        for values in ("default-values.yaml", "all-values.yaml"):
+            values_file = f"chart/secrets-operator/ci/{values}"
+            session.run(helm, "lint", "chart/secrets-operator", "-f", values_file, external=True)
+            session.run(helm, "lint", "chart/secrets-operator", "--strict", "-f", values_file, external=True)
     session.run("pytest", "-m", "chart", *session.posargs)
 
 
@@ -66,7 +74,7 @@ def chart(session: nox.Session) -> None:
 def faults(session: nox.Session) -> None:
     """Chaos: watch cuts, 410s, throttling, errors, latency, restarts, partitions, kills, pauses."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.binaries", "controlplane")
     session.run("pytest", "-m", "faults", *session.posargs)
 
 
@@ -93,9 +101,25 @@ def e2e(session: nox.Session) -> None:
     """The product as it ships, on a real node (as root): the Dockerfile built and pushed to a
     registry, the chart pushed there and installed from it; see tests/e2e and tests/node.py."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.binaries", "controlplane", "helm", "node")
     session.run("python", "-m", "tests.node", "prepare")
     session.run("pytest", "-m", "e2e", "-s", *session.posargs)
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """The integration suite (chart and faults included) against every supported Kubernetes minor
+    but the newest, which the other sessions run; one control plane per minor, one after another.
+
+    ``SECRETS_OPERATOR_KUBERNETES=1.36 nox -s compat`` runs one minor only; posargs go to pytest.
+    """
+    session.install("-e", ".[test]")
+    chosen = os.environ.get(KUBERNETES_ENV)
+    minors = [chosen] if chosen else [minor for minor in MINORS if minor != DEFAULT_MINOR]
+    for minor in minors:
+        env = {KUBERNETES_ENV: minor}
+        session.run("python", "-m", "tests.binaries", "controlplane", "helm", "crds", env=env)
+        session.run("pytest", "tests/integration", *session.posargs, env=env)
 
 
 @nox.session
@@ -111,7 +135,7 @@ def node(session: nox.Session) -> None:
     """A control plane with a real node, a registry and a docker daemon, as root:
     `nox -s node -- up|down|status` (default: up); state and kubeconfig in .node/."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.binaries", "controlplane", "helm", "node")
     session.run("python", "-m", "tests.node", *(session.posargs or ["up"]))
 
 
@@ -119,7 +143,7 @@ def node(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Run two operator replicas on a private local control plane and narrate what they do."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.binaries", "controlplane")
     session.run("python", "-m", "tests.demo")
 
 
@@ -127,5 +151,5 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks on a private local control plane; prints a table and writes bench-results/*.json."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries")
+    session.run("python", "-m", "tests.binaries", "controlplane")
     session.run("python", "-m", "tests.bench", *session.posargs)

@@ -77,7 +77,8 @@ def _parse(stamp: str) -> datetime.datetime:
 
 @pytest.fixture(scope="module")
 def installed(shipped: Shipped) -> Shipped:
-    """The blueprint, a namespace enforcing `restricted`, and `helm install` from the registry."""
+    """The blueprint, a namespace enforcing `restricted`, and `helm install` (Helm 3) from the
+    registry; the upgrade and the removal below use Helm 4."""
     world = shipped
     world.kubectl("create", "namespace", HOME)
     world.kubectl("-n", HOME, "create", "secret", "generic", BLUEPRINT, f"--from-literal=auth={CANARY}")
@@ -93,6 +94,7 @@ def installed(shipped: Shipped) -> Shipped:
         "--set", f"image.repository={world.image}",
         "--set", f"operator.blueprints={{{HOME}/{BLUEPRINT}}}",
         "--set", "operator.excludeNamespaces={kube-system,kube-public,kube-node-lease," + NAMESPACE + "}",
+        major=3,
     )  # fmt: skip
     wait_until(lambda: len(_ready_pods(world)) == 2, timeout=120, what="two Ready Pods")
     world.figures["helm install to two Ready Pods (s)"] = time.monotonic() - started

@@ -29,7 +29,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
 import secrets_operator
-from tests.binaries import binaries, service_monitor_crd
+from tests.binaries import binaries, release, service_monitor_crd
 from tests.conftest import Cluster
 from tests.integration.conftest import Scenario, b64
 from tests.operator import OperatorProcess
@@ -38,7 +38,10 @@ from tests.support import service_account_kubeconfig, wait_for
 pytestmark = pytest.mark.chart
 
 CHART = Path(__file__).resolve().parents[2] / "chart" / "secrets-operator"
-KUBE_VERSION = "1.35.4"
+#: Render for the server the tests run against (the chart refuses anything before its kubeVersion).
+KUBE_VERSION = release().kubernetes_version.lstrip("v")
+#: The chart is linted, rendered, installed and upgraded with both Helm majors.
+HELMS = [3, 4]
 HTPASSWD = {"auth": "erin:$apr1$q$w"}
 
 
@@ -47,8 +50,9 @@ def raw(obj: Mapping[str, Any]) -> Any:
     return obj
 
 
-def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = [str(binaries().helm), *args]
+def helm(*args: str, kubeconfig: Path | None = None, major: int = 4) -> subprocess.CompletedProcess[str]:
+    """Run Helm ``major`` (the current one, 4, unless a test is about both)."""
+    command = [str(binaries().helm_of(major)), *args]
     if kubeconfig is not None:
         command += ["--kubeconfig", str(kubeconfig)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -59,13 +63,15 @@ def kubectl(cluster: Cluster, *args: str, stdin: str = "") -> subprocess.Complet
     return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
 
 
-def render(release: str, namespace: str, *, values_file: str = "", **values: Any) -> list[dict[str, Any]]:
+def render(
+    release: str, namespace: str, *, values_file: str = "", major: int = 4, **values: Any
+) -> list[dict[str, Any]]:
     args = ["template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
     if values_file:
         args += ["-f", str(CHART / "ci" / values_file)]
     if values:
         args += ["--set-json", f"operator={json.dumps(values)}"]
-    done = helm(*args)
+    done = helm(*args, major=major)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -109,10 +115,42 @@ def test_chart_version_follows_the_package() -> None:
     assert chart["appVersion"] == secrets_operator.__version__
 
 
+@pytest.mark.parametrize("major", HELMS)
 @pytest.mark.parametrize("values_file", ["default-values.yaml", "all-values.yaml"])
-def test_chart_lints_strictly(values_file: str) -> None:
-    done = helm("lint", str(CHART), "--strict", "-f", str(CHART / "ci" / values_file))
+def test_chart_lints_strictly(values_file: str, major: int) -> None:
+    done = helm("lint", str(CHART), "--strict", "-f", str(CHART / "ci" / values_file), major=major)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("values_file", "values"),
+    [
+        ("default-values.yaml", {}),
+        ("all-values.yaml", {}),
+        ("default-values.yaml", {"blueprints": ["a/b", "c/d"], "prune": True, "conflictPolicy": "adopt"}),
+    ],
+)
+def test_helm_3_and_helm_4_render_the_same_objects(values_file: str, values: dict[str, Any]) -> None:
+    args: dict[str, Any] = {"values_file": values_file, **values}
+    three, four = render("same", "ops", major=3, **args), render("same", "ops", major=4, **args)
+    assert [(o["kind"], o["metadata"]["name"]) for o in three] == [
+        (o["kind"], o["metadata"]["name"]) for o in four
+    ]
+    assert three == four
+
+
+@pytest.mark.parametrize("major", HELMS)
+@pytest.mark.parametrize("server", ["1.34.9", "1.30.0", "1.34.0-gke.100"])
+def test_chart_refuses_servers_before_the_supported_range(server: str, major: int) -> None:
+    defaults = str(CHART / "ci" / "default-values.yaml")
+    done = helm("template", "t", str(CHART), "--kube-version", server, "-f", defaults, major=major)
+    assert done.returncode != 0
+    assert "kubeVersion" in done.stderr, done.stderr
+    assert ">=1.35.0-0" in done.stderr, done.stderr
+    for supported in ("1.35.0", "1.36.3", "1.37.2", "1.35.1-eks.2"):
+        accepted = helm("template", "t", str(CHART), "--kube-version", supported, "-f", defaults, major=major)
+        assert accepted.returncode == 0, (supported, accepted.stderr)
 
 
 @pytest.mark.parametrize("values_file", ["default-values.yaml", "all-values.yaml"])
@@ -144,7 +182,8 @@ async def test_every_rendered_object_is_accepted_by_the_api_server(
         (["--set", "operator.unknownSetting=1"], "unknownSetting"),
     ],
 )
-def test_schema_rejects_wrong_values(override: list[str], complaint: str) -> None:
+@pytest.mark.parametrize("major", HELMS)
+def test_schema_rejects_wrong_values(override: list[str], complaint: str, major: int) -> None:
     args = [
         "template",
         "t",
@@ -154,13 +193,14 @@ def test_schema_rejects_wrong_values(override: list[str], complaint: str) -> Non
         "-f",
         str(CHART / "ci" / "default-values.yaml"),
     ]
-    done = helm(*args, *override)
+    done = helm(*args, *override, major=major)
     assert done.returncode != 0
     assert complaint in done.stderr
 
 
-def test_chart_without_blueprints_is_refused_with_a_clear_message() -> None:
-    done = helm("template", "t", str(CHART), "--kube-version", KUBE_VERSION)
+@pytest.mark.parametrize("major", HELMS)
+def test_chart_without_blueprints_is_refused_with_a_clear_message(major: int) -> None:
+    done = helm("template", "t", str(CHART), "--kube-version", KUBE_VERSION, major=major)
     assert done.returncode != 0
     assert "blueprints" in done.stderr
 
@@ -173,11 +213,16 @@ def test_chart_without_blueprints_is_refused_with_a_clear_message() -> None:
         ("operator.retryPeriodSeconds=8.34", "renewDeadlineSeconds must be greater than 1.2 x"),
     ],
 )
-def test_chart_refuses_lease_timings_the_operator_would_refuse(override: str, complaint: str) -> None:
+@pytest.mark.parametrize("major", HELMS)
+def test_chart_refuses_lease_timings_the_operator_would_refuse(
+    override: str, complaint: str, major: int
+) -> None:
     defaults = str(CHART / "ci" / "default-values.yaml")
     args = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION, "-f", defaults]
-    assert helm(*args).returncode == 0  # the defaults (15/10/2) pass; each override breaks one rule
-    done = helm(*args, "--set-json", override)
+    assert (
+        helm(*args, major=major).returncode == 0
+    )  # the defaults (15/10/2) pass; each override breaks one rule
+    done = helm(*args, "--set-json", override, major=major)
     assert done.returncode != 0
     assert complaint in done.stderr
 
@@ -231,22 +276,56 @@ async def test_pod_from_the_deployment_is_admitted_under_restricted_pod_security
         await core.delete_namespace(namespace)
 
 
-def test_helm_install_and_uninstall_succeed_on_the_local_control_plane(cluster: Cluster) -> None:
-    # Installs every object; the pods stay Pending here (no kubelet), so no --wait.
+@pytest.mark.parametrize(("installed_by", "upgraded_by"), [(3, 3), (4, 4), (3, 4)])
+async def test_helm_installs_upgrades_and_uninstalls_on_the_local_control_plane(
+    installed_by: int, upgraded_by: int, cluster: Cluster, api: ApiClient
+) -> None:
+    """Each Helm major installs, upgrades and uninstalls the chart against the real API server;
+    (3, 4) is a team moving to Helm 4 with releases Helm 3 installed. No kubelet runs here, so the
+    Pods stay Pending and nothing waits for them; the objects themselves are checked."""
     release, namespace = f"inst-{secrets.token_hex(3)}", f"inst-{secrets.token_hex(3)}"
+    kube = {"kubeconfig": cluster.kubeconfig}
+    values = ["-f", str(CHART / "ci" / "default-values.yaml")]
     done = helm(
-        "install", release, str(CHART), "--namespace", namespace, "--create-namespace",
-        "-f", str(CHART / "ci" / "default-values.yaml"), kubeconfig=cluster.kubeconfig,
+        "install", release, str(CHART), "--namespace", namespace, "--create-namespace", *values,
+        **kube, major=installed_by,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "STATUS: deployed" in done.stdout
     # NOTES.txt tells how to see the copies and the leader.
     assert "kubectl get secrets --all-namespaces --field-selector metadata.name=htpasswd" in done.stdout
     assert "jsonpath='{.spec.holderIdentity}" in done.stdout
-    status = helm("status", release, "--namespace", namespace, "-o", "json", kubeconfig=cluster.kubeconfig)
-    assert json.loads(status.stdout)["info"]["status"] == "deployed"
-    removed = helm("uninstall", release, "--namespace", namespace, kubeconfig=cluster.kubeconfig)
+    apps = client.AppsV1Api(api)
+    (deployment,) = (await apps.list_namespaced_deployment(namespace)).items
+    env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
+    assert env["SECRETS_OPERATOR_PRUNE"] == "false"
+
+    upgraded = helm(
+        "upgrade", release, str(CHART), "--namespace", namespace, *values,
+        "--set", "operator.prune=true", "--set", "replicaCount=3", **kube, major=upgraded_by,
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "STATUS: deployed" in upgraded.stdout
+    assert "REVISION: 2" in upgraded.stdout
+    deployment = await apps.read_namespaced_deployment(deployment.metadata.name, namespace)
+    env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
+    assert env["SECRETS_OPERATOR_PRUNE"] == "true"
+    assert deployment.spec.replicas == 3
+    history = helm("history", release, "--namespace", namespace, "-o", "json", **kube, major=upgraded_by)
+    assert [(r["revision"], r["status"]) for r in json.loads(history.stdout)] == [
+        (1, "superseded"),
+        (2, "deployed"),
+    ]
+    for major in {installed_by, upgraded_by}:  # both read what the other wrote
+        status = helm("status", release, "--namespace", namespace, "-o", "json", **kube, major=major)
+        assert json.loads(status.stdout)["info"]["status"] == "deployed", status.stderr
+
+    removed = helm("uninstall", release, "--namespace", namespace, **kube, major=upgraded_by)
     assert removed.returncode == 0, removed.stderr
+    assert (await apps.list_namespaced_deployment(namespace)).items == []
+    rbac = client.RbacAuthorizationV1Api(api)
+    left = [r.metadata.name for r in (await rbac.list_cluster_role()).items if release in r.metadata.name]
+    assert left == []
     kubectl(cluster, "delete", "namespace", namespace, "--wait=false")
 
 
