@@ -690,11 +690,17 @@ def up(state_dir: Path, *, timeout: float = 120.0) -> int:
     if state is not None:
         print(f"control plane already running at {state['server']} (kubeconfig: {state['kubeconfig']})")
         return 0
-    binaries().controlplane()  # build in the foreground, with progress, before detaching
+    try:
+        found = binaries()
+        found.controlplane()  # build in the foreground, with progress, before detaching
+    except BuildError as exc:
+        print(f"cannot start the control plane: {exc}", file=sys.stderr)
+        return 2
     state = start_daemon("tests.cluster", state_dir, timeout=timeout, what="control plane")
     if state is None:
         return 1
-    print(f"control plane running at {state['server']} (started in {state['startup_seconds']} s)")
+    version, started = found.release.kubernetes_version, state["startup_seconds"]
+    print(f"control plane (Kubernetes {version}) running at {state['server']} (started in {started} s)")
     print(f"kubeconfig: {state['kubeconfig']}")
     print(f"  kubectl --kubeconfig {os.path.relpath(state['kubeconfig'])} get namespaces")
     return 0

@@ -126,16 +126,28 @@ async def test_namespace_watch_delivers_added_event(api: ApiClient) -> None:
 
 
 async def _served_from_cache(api: ApiClient, resource: str) -> float:
-    """kube-apiserver's count of LISTs of ``resource`` (core group) served from its watch cache."""
+    """kube-apiserver's count of LISTs of ``resource`` (core group) served from its watch cache.
+
+    The metric changed in 1.37: until 1.36 `apiserver_cache_list_total` counts them (and
+    `apiserver_storage_list_total` only those read from etcd); 1.37 deprecates and hides it, and
+    `apiserver_storage_list_total` counts every list, labelled `storage="watchcache"` or "etcd".
+    """
+    info = await client.VersionApi(api).get_code()
+    minor = int("".join(ch for ch in info.minor if ch.isdigit()))
+    if minor >= 37:
+        metric, label = "apiserver_storage_list_total{", 'storage="watchcache"'
+    else:
+        metric, label = "apiserver_cache_list_total{", ""
     response = await api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False)
     text = (await response.read()).decode()
     response.release()
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("apiserver_cache_list_total{")
+        if line.startswith(metric)
         and 'group=""' in line
         and f'resource="{resource}"' in line
+        and label in line
     )
 
 
