@@ -410,7 +410,9 @@ def ensure_built(components: Sequence[Component]) -> None:
                 f"{component.name} {component.version} is not built and no `go` is on PATH: "
                 f"install Go >= 1.26, or set {BIN_DIR_ENV} to a directory of prebuilt binaries"
             )
-        with _locked(CACHE / f".{component.name}.lock"):
+        # One lock per build, so that another version can be built meanwhile (CI builds the older
+        # minors in the background while the sessions on the newest run).
+        with _locked(CACHE / f".{component.name}-{component.version}.lock"):
             if not _is_fresh(component):  # another process may have built it meanwhile
                 _build(component)
 
@@ -472,37 +474,43 @@ def service_monitor_crd() -> Path:
 PARTS = ("controlplane", "helm", "crds", "node")
 
 
+def _build_parts(parts: Sequence[str], minor: str | None) -> dict[str, Path]:
+    found = binaries(minor)
+    chosen = found.release
+    _say(f"Kubernetes {chosen.kubernetes_version}, etcd {chosen.etcd_version}")
+    paths: dict[str, Path] = {}
+    if "controlplane" in parts:
+        names = ("etcd", "kube_apiserver", "kube_controller_manager", "kubectl")
+        paths.update(zip(names, found.controlplane(), strict=True))
+    if "helm" in parts:
+        paths.update(helm3=found.helm3, helm4=found.helm4)
+    if "crds" in parts:
+        paths["servicemonitor_crd"] = service_monitor_crd()
+    if "node" in parts:
+        paths.update(dataclasses.asdict(node_binaries(minor)))
+    return paths
+
+
 def main(argv: Sequence[str] = ()) -> int:
-    """``python -m tests.binaries [PART...]``: build ahead of time, with progress, and print paths.
+    """``python -m tests.binaries [--older] [PART...]``: build ahead of time, with progress.
 
     Parts: controlplane (etcd, kube-apiserver, kube-controller-manager, kubectl), helm (3 and 4),
     crds (the ServiceMonitor CRD), node (kubelet, kube-proxy, kube-scheduler). Default: all but
-    node. The release is ``$SECRETS_OPERATOR_KUBERNETES`` (default: the newest supported minor).
+    node. The release is ``$SECRETS_OPERATOR_KUBERNETES`` (default: the newest supported minor);
+    ``--older`` builds the parts for every supported minor but the newest instead (what
+    ``nox -s compat`` runs), so that CI can build them ahead, at low priority.
     """
-    parts = list(argv) or ["controlplane", "helm", "crds"]
+    args = list(argv)
+    older = "--older" in args
+    parts = [arg for arg in args if arg != "--older"] or ["controlplane", "helm", "crds"]
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
         _say(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
         return 2
     try:
-        found = binaries()
-        chosen = found.release
-        _say(f"Kubernetes {chosen.kubernetes_version}, etcd {chosen.etcd_version}")
         paths: dict[str, Path] = {}
-        if "controlplane" in parts:
-            paths.update(
-                zip(
-                    ("etcd", "kube_apiserver", "kube_controller_manager", "kubectl"),
-                    found.controlplane(),
-                    strict=True,
-                )
-            )
-        if "helm" in parts:
-            paths.update(helm3=found.helm3, helm4=found.helm4)
-        if "crds" in parts:
-            paths["servicemonitor_crd"] = service_monitor_crd()
-        if "node" in parts:
-            paths.update(dataclasses.asdict(node_binaries()))
+        for minor in [m for m in MINORS if m != DEFAULT_MINOR] if older else [None]:
+            paths.update({f"{minor} {k}" if minor else k: v for k, v in _build_parts(parts, minor).items()})
     except BuildError as exc:
         _say(str(exc))
         return 1

@@ -38,6 +38,12 @@ async def wait_for(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last seen: {last!r}")
 
 
+async def server_minor(api: ApiClient) -> int:
+    """The API server's Kubernetes minor (``"37"``, or ``"37+"`` on some distributions, gives 37)."""
+    info = await client.VersionApi(api).get_code()
+    return int("".join(ch for ch in info.minor if ch.isdigit()))
+
+
 async def read_or_none(call: Awaitable[T]) -> T | None:
     """The object, or None on 404."""
     try:

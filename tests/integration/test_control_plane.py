@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from tests.binaries import release
 from tests.conftest import Cluster
-from tests.support import read_or_none, service_account_kubeconfig, wait_for
+from tests.support import read_or_none, server_minor, service_account_kubeconfig, wait_for
 
 
 async def test_server_reports_the_pinned_kubernetes_version(cluster: Cluster, api: ApiClient) -> None:
@@ -132,9 +132,7 @@ async def _served_from_cache(api: ApiClient, resource: str) -> float:
     `apiserver_storage_list_total` only those read from etcd); 1.37 deprecates and hides it, and
     `apiserver_storage_list_total` counts every list, labelled `storage="watchcache"` or "etcd".
     """
-    info = await client.VersionApi(api).get_code()
-    minor = int("".join(ch for ch in info.minor if ch.isdigit()))
-    if minor >= 37:
+    if await server_minor(api) >= 37:
         metric, label = "apiserver_storage_list_total{", 'storage="watchcache"'
     else:
         metric, label = "apiserver_cache_list_total{", ""

@@ -10,12 +10,13 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import anyio
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import LEGACY_HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
-from tests.support import data_digests, wait_for
+from tests.support import data_digests, server_minor, wait_for
 
 HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
 
@@ -650,6 +651,113 @@ async def test_a_webhook_that_changes_every_write_is_retried_with_backoff_not_in
 
     (event,) = await wait_for(failing, timeout=15, what="a ReplicationFailing Event")
     assert f"1 namespace ({namespace})" in event.note
+
+
+async def test_a_mutating_admission_policy_that_changes_every_write_is_retried_with_backoff(
+    scenario: Scenario,
+) -> None:
+    """The same fight as above, with the real thing where it exists: MutatingAdmissionPolicy is GA
+    and on from 1.36 (beta and off in 1.35, where only webhooks mutate, as the test above plays).
+    The policy stamps each write's resourceVersion into the copy's data, so the stored copy never
+    matches and every write is seen as drift: the operator must back off, not loop."""
+    admission = client.AdmissionregistrationV1Api(scenario.api)
+    if await server_minor(scenario.api) < 36:
+        # 1.35: the API is not served at all, so no policy can mutate the copies.
+        served = await client.AdmissionregistrationV1Api(scenario.api).get_api_resources()
+        assert "mutatingadmissionpolicies" not in {r.name for r in served.resources}
+        return
+    await scenario.blueprint(HTPASSWD)
+    namespace = await scenario.namespace("m")
+    name = f"{scenario.prefix}-stamp"
+    policy: Any = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["secrets"],
+                    }
+                ]
+            },
+            "matchConditions": [
+                {
+                    "name": "the-copy",
+                    "expression": (
+                        f'request.namespace == "{namespace}" && request.name == "{scenario.secret_name}"'
+                    ),
+                }
+            ],
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "mutations": [
+                {
+                    "patchType": "ApplyConfiguration",
+                    # A nonce per write: admission CEL has no request UID, no clock and no base64,
+                    # but an update carries the resourceVersion it replaces (each write moves it
+                    # on), and its digits padded to a multiple of 4 are valid base64.
+                    "applyConfiguration": {
+                        "expression": (
+                            'Object{data: {"stamp": has(object.metadata.resourceVersion)'
+                            " ? object.metadata.resourceVersion"
+                            ' + ["", "AAA", "AA", "A"][size(object.metadata.resourceVersion) % 4]'
+                            ' : "bmV3"}}'
+                        )
+                    },
+                }
+            ],
+        },
+    }
+    binding: Any = {  # plain manifests: the typed client sends dicts as they are
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name},
+    }
+    await admission.create_mutating_admission_policy(policy)
+    await admission.create_mutating_admission_policy_binding(binding)
+    try:
+        # The policy is in force once a write of ours is stamped (the admission plugin loads
+        # policies from its own informer, so the first writes may pass unstamped).
+        async def stamping() -> bool:
+            body = client.V1Secret(
+                metadata=client.V1ObjectMeta(name=scenario.secret_name), data={"x": b64("y")}
+            )
+            try:
+                await scenario.core.create_namespaced_secret(namespace, body)
+                written = await scenario.core.read_namespaced_secret(scenario.secret_name, namespace)
+                return "stamp" in (written.data or {})
+            finally:
+                await scenario.core.delete_namespaced_secret(scenario.secret_name, namespace)
+
+        await wait_for(stamping, timeout=30, what=f"the policy {name} to stamp writes", interval=0.5)
+        operator = scenario.operator()
+        await operator.wait_ready()
+
+        async def stamped_copy() -> bool:
+            copy = await scenario.copy(namespace)
+            return copy is not None and "stamp" in (copy.data or {})
+
+        await wait_for(stamped_copy, timeout=20, what="the operator's copy, stamped by the policy")
+        started = await operator.metrics()
+        await anyio.sleep(20)  # the backoff's own schedule is what is measured
+        ended = await operator.metrics()
+        writes = ended.value("secrets_operator_writes_total") - started.value("secrets_operator_writes_total")
+        print(f"mutating admission policy: {writes} writes in 20 s")
+        assert 3 <= writes <= 10, f"{writes} writes in 20 s"
+
+        async def failing() -> list[client.EventsV1Event]:
+            return [event for event in await scenario.events() if event.reason == "ReplicationFailing"]
+
+        (event,) = await wait_for(failing, timeout=15, what="a ReplicationFailing Event")
+        assert f"1 namespace ({namespace})" in event.note
+    finally:
+        await admission.delete_mutating_admission_policy_binding(name)
+        await admission.delete_mutating_admission_policy(name)
 
 
 async def test_restart_in_sync_makes_zero_writes(scenario: Scenario) -> None:
