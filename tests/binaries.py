@@ -281,11 +281,15 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise builds across processes (pytest and `nox -s cluster` may race)."""
+def _locked(path: Path, *, what: str = "") -> Iterator[None]:
+    """Serialise builds across processes (pytest, `nox -s cluster` and CI's background build)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another process that is building {what or path.name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -346,7 +350,7 @@ def _build_with_progress(
 def _build(component: Component) -> None:
     label = f"{component.name} {component.version}"
     started = time.monotonic()
-    _say(f"building {label} (all binaries from cold: about 5 minutes on 2 cores; later runs reuse them)")
+    _say(f"building {label} (from cold: minutes, see the README; later runs reuse it)")
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         out = Path(tmp)
         ldflags = " ".join(("-s", "-w", *component.ldflags))
@@ -412,7 +416,8 @@ def ensure_built(components: Sequence[Component]) -> None:
             )
         # One lock per build, so that another version can be built meanwhile (CI builds the older
         # minors in the background while the sessions on the newest run).
-        with _locked(CACHE / f".{component.name}-{component.version}.lock"):
+        lock = CACHE / f".{component.name}-{component.version}.lock"
+        with _locked(lock, what=f"{component.name} {component.version}"):
             if not _is_fresh(component):  # another process may have built it meanwhile
                 _build(component)
 

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator.planning import content_hash
+from tests.binaries import release
 from tests.cluster import ControlPlane
 from tests.operator import OperatorProcess
 from tests.support import read_or_none, wait_for
@@ -180,7 +181,10 @@ class Demo:
 
 
 async def main(workdir: Path) -> None:
-    say("Starting a local control plane: etcd, kube-apiserver and kube-controller-manager v1.35.4")
+    say(
+        "Starting a local control plane: etcd, kube-apiserver and kube-controller-manager "
+        f"{release().kubernetes_version}"
+    )
     plane = ControlPlane(workdir / "controlplane")
     plane.start()
     demo: Demo | None = None

@@ -276,13 +276,22 @@ async def test_pod_from_the_deployment_is_admitted_under_restricted_pod_security
         await core.delete_namespace(namespace)
 
 
-@pytest.mark.parametrize(("installed_by", "upgraded_by"), [(3, 3), (4, 4), (3, 4)])
+def _helm_operations(obj: Any) -> set[str]:
+    """How Helm wrote ``obj``: "Apply" (server-side apply) or "Update" (client-side)."""
+    return {entry.operation for entry in obj.metadata.managed_fields or [] if entry.manager == "helm"}
+
+
+@pytest.mark.parametrize(
+    ("installed_by", "upgraded_by", "upgrade_flags"),
+    [(3, 3, ()), (4, 4, ()), (3, 4, ()), (3, 4, ("--server-side=true",))],
+)
 async def test_helm_installs_upgrades_and_uninstalls_on_the_local_control_plane(
-    installed_by: int, upgraded_by: int, cluster: Cluster, api: ApiClient
+    installed_by: int, upgraded_by: int, upgrade_flags: tuple[str, ...], cluster: Cluster, api: ApiClient
 ) -> None:
     """Each Helm major installs, upgrades and uninstalls the chart against the real API server;
-    (3, 4) is a team moving to Helm 4 with releases Helm 3 installed. No kubelet runs here, so the
-    Pods stay Pending and nothing waits for them; the objects themselves are checked."""
+    (3, 4) is a team moving to Helm 4 with releases Helm 3 installed: Helm 4 keeps client-side
+    apply for them unless told `--server-side=true`, which must work too. No kubelet runs here,
+    so the Pods stay Pending and nothing waits for them; the objects themselves are checked."""
     release, namespace = f"inst-{secrets.token_hex(3)}", f"inst-{secrets.token_hex(3)}"
     kube = {"kubeconfig": cluster.kubeconfig}
     values = ["-f", str(CHART / "ci" / "default-values.yaml")]
@@ -299,9 +308,11 @@ async def test_helm_installs_upgrades_and_uninstalls_on_the_local_control_plane(
     (deployment,) = (await apps.list_namespaced_deployment(namespace)).items
     env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
     assert env["SECRETS_OPERATOR_PRUNE"] == "false"
+    # Helm 4 installs with server-side apply, Helm 3 with client-side (create) requests.
+    assert _helm_operations(deployment) == ({"Apply"} if installed_by == 4 else {"Update"})
 
     upgraded = helm(
-        "upgrade", release, str(CHART), "--namespace", namespace, *values,
+        "upgrade", release, str(CHART), "--namespace", namespace, *values, *upgrade_flags,
         "--set", "operator.prune=true", "--set", "replicaCount=3", **kube, major=upgraded_by,
     )  # fmt: skip
     assert upgraded.returncode == 0, upgraded.stderr
@@ -311,6 +322,8 @@ async def test_helm_installs_upgrades_and_uninstalls_on_the_local_control_plane(
     env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
     assert env["SECRETS_OPERATOR_PRUNE"] == "true"
     assert deployment.spec.replicas == 3
+    if upgrade_flags:
+        assert "Apply" in _helm_operations(deployment)
     history = helm("history", release, "--namespace", namespace, "-o", "json", **kube, major=upgraded_by)
     assert [(r["revision"], r["status"]) for r in json.loads(history.stdout)] == [
         (1, "superseded"),
@@ -323,10 +336,35 @@ async def test_helm_installs_upgrades_and_uninstalls_on_the_local_control_plane(
     removed = helm("uninstall", release, "--namespace", namespace, **kube, major=upgraded_by)
     assert removed.returncode == 0, removed.stderr
     assert (await apps.list_namespaced_deployment(namespace)).items == []
+    # Nothing cluster-scoped is left behind either.
     rbac = client.RbacAuthorizationV1Api(api)
-    left = [r.metadata.name for r in (await rbac.list_cluster_role()).items if release in r.metadata.name]
-    assert left == []
+    admission = client.AdmissionregistrationV1Api(api)
+    left = [
+        *(r.metadata.name for r in (await rbac.list_cluster_role()).items),
+        *(r.metadata.name for r in (await rbac.list_cluster_role_binding()).items),
+        *(r.metadata.name for r in (await admission.list_validating_admission_policy()).items),
+        *(r.metadata.name for r in (await admission.list_validating_admission_policy_binding()).items),
+    ]
+    assert [name for name in left if release in name] == []
     kubectl(cluster, "delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.mark.parametrize("major", HELMS)
+def test_each_helm_is_the_major_it_claims(major: int) -> None:
+    done = helm("version", "--template", "{{.Version}}", major=major)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"v{major}."), done.stdout
+
+
+def test_helm_template_without_kube_version_needs_one_on_helm_3() -> None:
+    """What operations.md tells Helm 3 users: `helm template` checks kubeVersion against Helm's
+    built-in default (1.34 for v3.19, 1.37 for v4.3), so Helm 3 needs `--kube-version`."""
+    values = ["-f", str(CHART / "ci" / "default-values.yaml")]
+    three = helm("template", "t", str(CHART), *values, major=3)
+    assert three.returncode != 0
+    assert "incompatible with Kubernetes v1.34" in three.stderr, three.stderr
+    assert helm("template", "t", str(CHART), *values, "--kube-version", "1.35.0", major=3).returncode == 0
+    assert helm("template", "t", str(CHART), *values, major=4).returncode == 0
 
 
 # ------------------------------------------------------------------------ the RBAC proof

@@ -6,6 +6,7 @@ cluster's state from outside, the way a user would.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 import anyio
+import pytest
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import LEGACY_HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
@@ -662,9 +664,13 @@ async def test_a_mutating_admission_policy_that_changes_every_write_is_retried_w
     matches and every write is seen as drift: the operator must back off, not loop."""
     admission = client.AdmissionregistrationV1Api(scenario.api)
     if await server_minor(scenario.api) < 36:
-        # 1.35: the API is not served at all, so no policy can mutate the copies.
+        # 1.35: the API is not served at all (v1 lacks it, v1beta1 is off), so no policy can
+        # mutate the copies.
         served = await client.AdmissionregistrationV1Api(scenario.api).get_api_resources()
         assert "mutatingadmissionpolicies" not in {r.name for r in served.resources}
+        with pytest.raises(client.ApiException) as off:
+            await client.AdmissionregistrationV1beta1Api(scenario.api).get_api_resources()
+        assert off.value.status == 404
         return
     await scenario.blueprint(HTPASSWD)
     namespace = await scenario.namespace("m")
@@ -743,12 +749,26 @@ async def test_a_mutating_admission_policy_that_changes_every_write_is_retried_w
             return copy is not None and "stamp" in (copy.data or {})
 
         await wait_for(stamped_copy, timeout=20, what="the operator's copy, stamped by the policy")
+        # Watch the backoff's own schedule for 20 s: when the stored copy changes (one change
+        # per write of the operator's, each stamped anew).
         started = await operator.metrics()
-        await anyio.sleep(20)  # the backoff's own schedule is what is measured
+        seen = await scenario.copy(namespace)
+        assert seen is not None
+        version, changes, until = seen.metadata.resource_version, [], time.monotonic() + 20
+        while time.monotonic() < until:
+            await anyio.sleep(0.1)
+            copy = await scenario.copy(namespace)
+            if copy is not None and copy.metadata.resource_version != version:
+                version = copy.metadata.resource_version
+                changes.append(time.monotonic())
         ended = await operator.metrics()
         writes = ended.value("secrets_operator_writes_total") - started.value("secrets_operator_writes_total")
-        print(f"mutating admission policy: {writes} writes in 20 s")
+        gaps = [round(b - a, 1) for a, b in itertools.pairwise(changes)]
+        print(f"mutating admission policy: {writes} writes in 20 s, gaps between them {gaps} s")
         assert 3 <= writes <= 10, f"{writes} writes in 20 s"
+        # Exponential, not merely slow: a fixed retry period would keep the gaps alike.
+        assert len(gaps) >= 2, gaps
+        assert gaps[-1] >= 3 * gaps[0], f"the gaps between writes do not grow: {gaps}"
 
         async def failing() -> list[client.EventsV1Event]:
             return [event for event in await scenario.events() if event.reason == "ReplicationFailing"]

@@ -201,7 +201,7 @@ class Informer(Generic[T]):
 
         Every request carries ``limit``: a copy is as large as its blueprint, and a list of them
         in one response would cost the whole collection's size in memory at once (at start and
-        at every 410). On the supported servers (v1.34+) both lists below are served from the
+        at every 410). On the supported servers (v1.35 to v1.37) both lists below are served from the
         API server's watch cache, pages cut from its snapshots:
 
         - First list (and ``list_once``): a consistent read (no ``resourceVersion``).
