@@ -120,19 +120,19 @@ class Release:
     def etcd_version(self) -> str:
         return pinned_version(self.etcd_dir, "go.etcd.io/etcd/server/v3")
 
-    @property
-    def controlplane(self) -> Component:
+    def _kubernetes(self, name: str, *commands: str) -> Component:
+        """Commands of k8s.io/kubernetes, built from this minor's wrapper module."""
         return Component(
-            name="controlplane",
+            name=name,
             version=self.kubernetes_version,
-            commands={
-                "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
-                "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
-                "kubectl": "k8s.io/kubernetes/cmd/kubectl",
-            },
+            commands={command: f"k8s.io/kubernetes/cmd/{command}" for command in commands},
             ldflags=_k8s_ldflags(self.kubernetes_version),
             module_dir=self.kubernetes_dir,
         )
+
+    @property
+    def controlplane(self) -> Component:
+        return self._kubernetes("controlplane", "kube-apiserver", "kube-controller-manager", "kubectl")
 
     @property
     def etcd(self) -> Component:
@@ -147,17 +147,7 @@ class Release:
     @property
     def node(self) -> Component:
         """The node of the end-to-end tests, from the same wrapper module (so the same version)."""
-        return Component(
-            name="node",
-            version=self.kubernetes_version,
-            commands={
-                "kubelet": "k8s.io/kubernetes/cmd/kubelet",
-                "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
-                "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
-            },
-            ldflags=_k8s_ldflags(self.kubernetes_version),
-            module_dir=self.kubernetes_dir,
-        )
+        return self._kubernetes("node", "kubelet", "kube-proxy", "kube-scheduler")
 
 
 def release(minor: str | None = None) -> Release:
