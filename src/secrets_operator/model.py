@@ -36,15 +36,35 @@ LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 
 
+class Kind(enum.StrEnum):
+    """The kinds of object a blueprint can be; its copies are of the same kind."""
+
+    SECRET = "Secret"
+    CONFIG_MAP = "ConfigMap"
+
+    @property
+    def plural(self) -> str:
+        """The resource name in API paths and RBAC rules."""
+        return "secrets" if self is Kind.SECRET else "configmaps"
+
+
 @dataclasses.dataclass(frozen=True, order=True, slots=True)
 class BlueprintRef:
-    """Where a blueprint lives: ``namespace/name``."""
+    """Which object is a blueprint: its ``namespace/name`` and its kind.
+
+    ``str()`` is ``namespace/name``, the value of the source annotation on every copy (the copy's
+    own kind says which kind of blueprint it names); :meth:`describe` adds the kind for people.
+    """
 
     namespace: str
     name: str
+    kind: Kind = Kind.SECRET
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -70,8 +70,39 @@ NEVER_COPIED = (
 
 
 @dataclasses.dataclass(frozen=True)
+class BlueprintSpec:
+    """One configured blueprint: where it is, what its copies are called, and where they go.
+
+    ``None`` in a targeting field means "the global setting" (:class:`Policy`); ``target_name``
+    empty means the source's own name. ``previous_target_names`` are names its copies had before a
+    rename: copies of this blueprint found under them are reported as stale (pruned with PRUNE).
+    """
+
+    ref: BlueprintRef
+    target_name: str = ""
+    selector: LabelSelector | None = None
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+    previous_target_names: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        """The name of every copy."""
+        return self.target_name or self.ref.name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name a copy of this blueprint may have: the target first, then earlier ones."""
+        return (self.target, *(name for name in self.previous_target_names if name != self.target))
+
+
+@dataclasses.dataclass(frozen=True)
 class Policy:
-    """The settings planning depends on, and nothing else."""
+    """The settings planning depends on, and nothing else.
+
+    The targeting fields (selector, include, exclude) are the defaults of every blueprint in
+    ``blueprints`` that does not set its own.
+    """
 
     selector: LabelSelector = dataclasses.field(default_factory=LabelSelector)
     include: tuple[str, ...] = ("*",)
@@ -81,6 +112,7 @@ class Policy:
     #: How long a blueprint must have been missing before PRUNE deletes its copies.
     prune_grace_seconds: float = 60.0
     copy_metadata: tuple[str, ...] = ()
+    blueprints: tuple[BlueprintSpec, ...] = ()
 
 
 def content_hash(secret_type: str, data: Mapping[str, str] | None) -> str:
