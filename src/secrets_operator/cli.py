@@ -162,7 +162,7 @@ async def run(settings: Settings) -> int:
         extra={
             "version": __version__,
             "identity": identity,
-            "blueprints": [str(ref) for ref in settings.blueprints],
+            "blueprints": [str(ref) for ref in settings.refs],
             "http_port": port,
             "leader_election": settings.leader_election,
         },

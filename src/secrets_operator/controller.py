@@ -220,7 +220,7 @@ class Controller:
         self.failed_blueprints: dict[str, set[BlueprintRef]] = {}
         self.trimmer = Trimmer(self.policy)
         # blueprint -> namespace -> state, for the copies gauge and for logging state changes once.
-        self.states: dict[BlueprintRef, dict[str, CopyState]] = {ref: {} for ref in settings.blueprints}
+        self.states: dict[BlueprintRef, dict[str, CopyState]] = {ref: {} for ref in settings.refs}
         self.state_counts: dict[tuple[BlueprintRef, CopyState], int] = {}
         # blueprint -> when (monotonic) it was first seen missing, for PRUNE's grace. Kept by every
         # replica, so a standby that takes over knows how long a deleted blueprint has been gone.
@@ -249,7 +249,7 @@ class Controller:
                 trim=functools.partial(trim_blueprint, ref),
                 on_change=self._blueprint_changed,
             )
-            for ref in settings.blueprints
+            for ref in settings.refs
         }
         self.copy_informers: dict[str, Informer[CopyInfo]] = {
             ref.name: Informer(
@@ -263,7 +263,7 @@ class Controller:
                 on_change=self._copy_changed,
                 on_relist=functools.partial(self._copies_relisted, ref.name),
             )
-            for ref in settings.blueprints
+            for ref in settings.refs
         }
 
     # -- caches
@@ -669,7 +669,7 @@ class Controller:
 
     def _reset_states(self) -> None:
         """Start each leadership term with a clean copies gauge (a standby's would go stale)."""
-        self.states = {ref: {} for ref in self.settings.blueprints}
+        self.states = {ref: {} for ref in self.settings.refs}
         self.state_counts.clear()
         self.digest.clear()
         metrics.COPIES.clear()

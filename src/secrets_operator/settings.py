@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from secrets_operator.model import BlueprintRef
-from secrets_operator.planning import Policy
+from secrets_operator.planning import BlueprintSpec, Policy
 from secrets_operator.selectors import LabelSelector, parse_label_selector
 
 ENV_PREFIX = "SECRETS_OPERATOR_"
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True, allow_inf_nan=False
     )
 
-    blueprints: Annotated[tuple[BlueprintRef, ...], NoDecode] = Field(
+    blueprints: Annotated[tuple[BlueprintSpec, ...], NoDecode] = Field(
         description="Comma-separated `namespace/name` of the blueprint Secrets (required).",
         json_schema_extra={"example": "auth/htpasswd,registry/pull-secret"},
     )
@@ -216,6 +216,8 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_blueprints(cls, value: Any) -> Any:
         value = _split(value)
+        if isinstance(value, tuple | list) and value and all(isinstance(item, BlueprintRef) for item in value):
+            return tuple(BlueprintSpec(ref) for ref in dict.fromkeys(value))  # from code, not the environment
         if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
             if not value:
                 raise ValueError("at least one blueprint is required, as namespace/name")
@@ -228,7 +230,7 @@ class Settings(BaseSettings):
                         f"{other} and {ref} have the same name: copies are named after their blueprint, "
                         "so two blueprints with one name would fight over the same copies"
                     )
-            return tuple(dict.fromkeys(refs))
+            return tuple(BlueprintSpec(ref) for ref in dict.fromkeys(refs))
         return value
 
     @field_validator("namespace_selector", mode="before")
@@ -281,6 +283,11 @@ class Settings(BaseSettings):
     # -- derived values
 
     @property
+    def refs(self) -> tuple[BlueprintRef, ...]:
+        """The blueprints' references, in configured order."""
+        return tuple(spec.ref for spec in self.blueprints)
+
+    @property
     def policy(self) -> Policy:
         return Policy(
             selector=self.namespace_selector,
@@ -290,6 +297,7 @@ class Settings(BaseSettings):
             prune=self.prune,
             prune_grace_seconds=self.prune_grace_seconds,
             copy_metadata=self.copy_metadata,
+            blueprints=self.blueprints,
         )
 
     def resolved_lease_namespace(self, *, namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE) -> str:

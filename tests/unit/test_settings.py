@@ -53,7 +53,7 @@ def test_only_blueprints_is_needed_and_everything_else_has_its_documented_defaul
     env: pytest.MonkeyPatch,
 ) -> None:
     loaded = load()
-    assert loaded.blueprints == (BlueprintRef("auth", "htpasswd"),)
+    assert loaded.refs == (BlueprintRef("auth", "htpasswd"),)
     assert str(loaded.namespace_selector) == ""
     assert loaded.namespace_selector.matches({"any": "labels"})
     assert loaded.include_namespaces == ("*",)
@@ -114,7 +114,7 @@ def test_blueprints_without_any_reference_is_rejected(monkeypatch: pytest.Monkey
 
 def test_blueprint_list_ignores_spaces_and_empty_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(f"{PREFIX}BLUEPRINTS", " auth/htpasswd , ,registry/pull-secret,")
-    assert load().blueprints == (BlueprintRef("auth", "htpasswd"), BlueprintRef("registry", "pull-secret"))
+    assert load().refs == (BlueprintRef("auth", "htpasswd"), BlueprintRef("registry", "pull-secret"))
 
 
 @pytest.mark.parametrize("variable", ["INCLUDE_NAMESPACES", "EXCLUDE_NAMESPACES", "COPY_METADATA"])
@@ -130,7 +130,7 @@ def test_empty_exclude_list_excludes_nothing(env: pytest.MonkeyPatch) -> None:
 
 def test_repeated_blueprint_is_listed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(f"{PREFIX}BLUEPRINTS", "auth/htpasswd,registry/pull-secret,auth/htpasswd")
-    assert load().blueprints == (BlueprintRef("auth", "htpasswd"), BlueprintRef("registry", "pull-secret"))
+    assert load().refs == (BlueprintRef("auth", "htpasswd"), BlueprintRef("registry", "pull-secret"))
 
 
 def test_two_blueprints_with_the_same_name_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,7 +166,7 @@ def test_malformed_blueprint_reference_is_rejected(
 
 def test_dotted_secret_name_is_a_valid_blueprint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(f"{PREFIX}BLUEPRINTS", "ingress/basic-auth.example.com")
-    assert load().blueprints == (BlueprintRef("ingress", "basic-auth.example.com"),)
+    assert load().refs == (BlueprintRef("ingress", "basic-auth.example.com"),)
 
 
 # -- bad values
