@@ -216,7 +216,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_blueprints(cls, value: Any) -> Any:
         value = _split(value)
-        if isinstance(value, tuple | list) and value and all(isinstance(item, BlueprintRef) for item in value):
+        if (
+            isinstance(value, tuple | list)
+            and value
+            and all(isinstance(item, BlueprintRef) for item in value)
+        ):
             return tuple(BlueprintSpec(ref) for ref in dict.fromkeys(value))  # from code, not the environment
         if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
             if not value:
