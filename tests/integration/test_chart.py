@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -74,6 +75,11 @@ def render(
     done = helm(*args, major=major)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def _blueprints(*items: Any) -> list[str]:
+    """Helm arguments that set operator.blueprints to ``items`` (strings and objects)."""
+    return ["--set-json", f"operator.blueprints={json.dumps(list(items))}"]
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -180,6 +186,24 @@ async def test_every_rendered_object_is_accepted_by_the_api_server(
         (["--set", "operator.blueprints={not-a-reference}"], "blueprints"),
         (["--set", "unknownTopLevel=1"], "unknownTopLevel"),
         (["--set", "operator.unknownSetting=1"], "unknownSetting"),
+        # Blueprint objects: exactly the operator's keys, each of its shape.
+        (_blueprints({"source": "a/b", "colour": "red"}), "additional properties 'colour' not allowed"),
+        (_blueprints({"source": "a/b", "kind": "Pod"}), "/operator/blueprints/0/kind"),
+        (_blueprints({"source": "a/b", "kind": "secret"}), "/operator/blueprints/0/kind"),
+        (_blueprints({"targetName": "b"}), "missing property 'source'"),
+        (_blueprints({"source": "a"}), "/operator/blueprints/0/source"),
+        (_blueprints({"source": "a/b/c"}), "/operator/blueprints/0/source"),
+        (_blueprints({"source": "a/b", "targetName": "Bad_Name"}), "/operator/blueprints/0/targetName"),
+        (_blueprints({"source": "a/b", "targetName": ""}), "/operator/blueprints/0/targetName"),
+        (_blueprints({"source": "a/b", "targetName": "x" * 254}), "/operator/blueprints/0/targetName"),
+        (_blueprints({"source": "a/b", "previousTargetNames": ["ok", "-bad"]}), "/previousTargetNames/1"),
+        (_blueprints({"source": "a/b", "previousTargetNames": "old"}), "/previousTargetNames"),
+        (_blueprints({"source": "a/b", "includeNamespaces": []}), "/includeNamespaces': minItems"),
+        (_blueprints({"source": "a/b", "excludeNamespaces": [""]}), "/excludeNamespaces/0"),
+        (_blueprints({"source": "a/b", "namespaceSelector": ["env=dev"]}), "/namespaceSelector"),
+        (_blueprints("a/b..c"), "/operator/blueprints/0"),
+        (_blueprints(f"{'n' * 64}/b"), "/operator/blueprints/0"),
+        (["--set-json", "operator.blueprints=[]"], "/operator/blueprints"),
     ],
 )
 @pytest.mark.parametrize("major", HELMS)
@@ -196,6 +220,59 @@ def test_schema_rejects_wrong_values(override: list[str], complaint: str, major:
     done = helm(*args, *override, major=major)
     assert done.returncode != 0
     assert complaint in done.stderr
+
+
+@pytest.mark.parametrize("major", HELMS)
+def test_schema_accepts_every_key_of_a_blueprint_object(major: int) -> None:
+    """The refusals above are each one value away from this: the schema is not just closed."""
+    every_key = {
+        "source": "auth/htpasswd",
+        "kind": "ConfigMap",
+        "targetName": "web.auth",
+        "namespaceSelector": "env in (dev,prod)",
+        "includeNamespaces": ["team-*"],
+        "excludeNamespaces": [],
+        "previousTargetNames": ["htpasswd", "web-auth"],
+    }
+    args = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION]
+    done = helm(
+        *args,
+        *_blueprints(every_key, "a/b", {"source": "c/d"}, {"source": "e/f", "kind": "Secret"}),
+        major=major,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "blueprints",
+    [
+        ["a/b", {"source": "c/d", "targetName": "b"}],  # a target is another's target
+        ["a/b", {"source": "c/d", "previousTargetNames": ["b"]}],  # ... or another's previous name
+        [
+            {"source": "a/x", "previousTargetNames": ["old"]},
+            {"source": "c/y", "previousTargetNames": ["old"]},
+        ],
+        [{"source": "a/b", "kind": "ConfigMap"}, {"source": "c/b", "kind": "ConfigMap"}],
+        ["a/b", {"source": "a/b"}],  # one blueprint twice, in both forms
+    ],
+)
+@pytest.mark.parametrize("major", HELMS)
+def test_two_blueprints_of_one_kind_writing_one_name_are_refused(blueprints: list[Any], major: int) -> None:
+    """The operator refuses them at start; the chart already at install, naming the name."""
+    args = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION]
+    done = helm(*args, *_blueprints(*blueprints), major=major)
+    assert done.returncode != 0
+    assert "operator.blueprints: " in done.stderr, done.stderr
+    assert "would both write copies named" in done.stderr or "is listed twice" in done.stderr, done.stderr
+    # One name per kind: the same names across kinds, or within one blueprint, are fine.
+    fine: list[list[Any]] = [
+        ["a/b", {"source": "c/b", "kind": "ConfigMap"}],
+        [{"source": "a/b", "targetName": "c", "previousTargetNames": ["b"]}, "d/e"],
+        [{"source": "a/b", "targetName": "c"}, {"source": "a/b", "targetName": "d"}],
+    ]
+    for accepted in fine:
+        ok = helm(*args, *_blueprints(*accepted), major=major)
+        assert ok.returncode == 0, (accepted, ok.stderr)
 
 
 @pytest.mark.parametrize("major", HELMS)
@@ -227,13 +304,85 @@ def test_chart_refuses_lease_timings_the_operator_would_refuse(
     assert complaint in done.stderr
 
 
-def test_rbac_limits_secret_access_to_the_blueprint_names() -> None:
-    objects = render("t", "ops", values_file="all-values.yaml")
-    rules = of_kind(objects, "ClusterRole")["rules"]
-    secret_rules = [rule for rule in rules if "secrets" in rule["resources"]]
-    assert {tuple(rule["verbs"]) for rule in secret_rules if "resourceNames" not in rule} == {("create",)}
-    named = [rule for rule in secret_rules if "resourceNames" in rule]
-    assert [sorted(rule["resourceNames"]) for rule in named] == [["htpasswd", "pull-secret"]]
+def _rules_by_resource(
+    objects: list[dict[str, Any]],
+) -> dict[str, list[tuple[tuple[str, ...], list[str] | None]]]:
+    """The ClusterRole's core-group rules as {resource: [(verbs, resourceNames or None), ...]}."""
+    rules: dict[str, list[tuple[tuple[str, ...], list[str] | None]]] = {}
+    for rule in of_kind(objects, "ClusterRole")["rules"]:
+        if rule["apiGroups"] == [""]:
+            for resource in rule["resources"]:
+                rules.setdefault(resource, []).append((tuple(rule["verbs"]), rule.get("resourceNames")))
+    return rules
+
+
+def _by_name(names: list[str]) -> list[tuple[tuple[str, ...], list[str] | None]]:
+    """The pair of rules a kind gets: every by-name verb on exactly ``names``, create on its own."""
+    return [(("list", "watch", "patch", "delete"), names), (("create",), None)]
+
+
+@pytest.mark.parametrize(
+    ("blueprints", "secrets", "config_maps"),
+    [
+        # Strings only: Secrets by their names, and no ConfigMap rule at all.
+        (["auth/htpasswd", "registry/pull-secret"], ["htpasswd", "pull-secret"], None),
+        # A renamed Secret: its source (read at home), its target and its previous target names
+        # (its copies); a plain one next to it. Deduplicated and sorted.
+        (
+            [
+                "auth/htpasswd",
+                {
+                    "source": "registry/pull-secret",
+                    "targetName": "regcred",
+                    "previousTargetNames": ["old", "pull-secret"],
+                },
+            ],
+            ["htpasswd", "old", "pull-secret", "regcred"],
+            None,
+        ),
+        # A ConfigMap blueprint beside Secrets: each kind's rules name only that kind's names,
+        # though a ConfigMap shares its source's name with a Secret blueprint's target.
+        (
+            [
+                {"source": "auth/htpasswd", "targetName": "ca"},
+                {
+                    "source": "platform/ca",
+                    "kind": "ConfigMap",
+                    "targetName": "trusted-ca",
+                    "previousTargetNames": ["ca-v1"],
+                },
+            ],
+            ["ca", "htpasswd"],
+            ["ca", "ca-v1", "trusted-ca"],
+        ),
+        # ConfigMap blueprints alone: no Secret rule at all.
+        ([{"source": "platform/ca", "kind": "ConfigMap"}], None, ["ca"]),
+    ],
+    ids=["strings", "renamed-secret", "secret-and-configmap", "configmap-only"],
+)
+def test_rbac_grants_each_kind_only_its_own_blueprints_names(
+    blueprints: list[Any], secrets: list[str] | None, config_maps: list[str] | None
+) -> None:
+    objects = render("t", "ops", values_file="default-values.yaml", blueprints=blueprints)
+    rules = _rules_by_resource(objects)
+    assert rules.pop("namespaces") == [(("list", "watch"), None)]
+    expected = {"secrets": secrets, "configmaps": config_maps}
+    assert rules == {resource: _by_name(names) for resource, names in expected.items() if names is not None}
+    # The admission policy looks at ConfigMap writes only when ConfigMaps are granted; Secret
+    # writes always (with ConfigMap blueprints alone, it refuses this identity every one).
+    policy = of_kind(objects, "ValidatingAdmissionPolicy")
+    matched = {
+        resource
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+        for resource in rule["resources"]
+    }
+    assert matched == {"secrets", "events", "leases"} | ({"configmaps"} if config_maps else set())
+
+
+def test_rbac_of_the_every_option_values_names_both_kinds() -> None:
+    rules = _rules_by_resource(render("t", "ops", values_file="all-values.yaml"))
+    assert rules["secrets"] == _by_name(["htpasswd", "pull-secret", "regcred"])
+    assert rules["configmaps"] == _by_name(["ca-bundle", "trusted-ca"])
 
 
 async def test_pod_from_the_deployment_is_admitted_under_restricted_pod_security(api: ApiClient) -> None:
@@ -888,10 +1037,10 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 }
             }
             await refused(core.patch_namespaced_secret(name, twin, theirs), "ownership marks")
-            await refused(core.delete_namespaced_secret(name, twin), "only delete Secrets it manages")
+            await refused(core.delete_namespaced_secret(name, twin), "only delete Secrets and ConfigMaps it")
             if conflict_policy == "skip":
                 await refused(
-                    core.patch_namespaced_secret(name, twin, adopted), "only change Secrets it manages"
+                    core.patch_namespaced_secret(name, twin, adopted), "only change Secrets and ConfigMaps it"
                 )
             else:
                 await core.patch_namespaced_secret(name, twin, adopted, dry_run="All")
@@ -966,4 +1115,50 @@ def test_every_setting_is_a_chart_value_passed_to_the_operator() -> None:
             assert value == as_variable(not defaults[key]), name
             continue
         assert given[key] != defaults[key], f"ci/all-values.yaml must set {key} to a non-default value"
+        if key == "blueprints":  # a JSON list of the items as given (the operator reads it below)
+            assert json.loads(env[variable]) == given[key]
+            continue
         assert env[variable] == as_variable(given[key]), name
+
+
+def test_the_operator_reads_the_blueprints_the_deployment_passes_as_the_chart_grants_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rendered SECRETS_OPERATOR_BLUEPRINTS, through the operator's own settings loader: the
+    blueprints it configures are the ones the chart normalised, and every name it will list, watch
+    or write is one the ClusterRole grants for that kind, and no other."""
+    from secrets_operator import settings
+    from secrets_operator.model import Kind
+    from secrets_operator.selectors import parse_label_selector
+
+    objects = render("t", "ops", values_file="all-values.yaml")
+    env = _deployment_env(of_kind(objects, "Deployment"), pod_name="p", pod_namespace="ops")
+    for variable in [name for name in os.environ if name.startswith(settings.ENV_PREFIX)]:
+        monkeypatch.delenv(variable)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    loaded = settings.load()
+    specs = [
+        (str(s.ref.kind), str(s.ref), s.target, s.names, s.selector, s.include, s.exclude)
+        for s in loaded.blueprints
+    ]
+    assert specs == [
+        ("Secret", "auth/htpasswd", "htpasswd", ("htpasswd",), None, None, None),
+        ("Secret", "registry/pull-secret", "regcred", ("regcred", "pull-secret"), None, None, None),
+        (
+            "ConfigMap",
+            "platform/ca-bundle",
+            "trusted-ca",
+            ("trusted-ca",),
+            parse_label_selector("tls=enabled"),
+            ("team-*",),
+            ("team-sandbox",),
+        ),
+    ]
+    rules = _rules_by_resource(objects)
+    for kind in Kind:
+        needed = sorted(
+            {name for s in loaded.blueprints if s.ref.kind is kind for name in (s.ref.name, *s.names)}
+        )
+        (named,) = [names for verbs, names in rules[kind.plural] if names is not None]
+        assert named == needed, kind

@@ -48,18 +48,56 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "secrets-operator.fullname" .) .Values.operator.leaseName }}
 {{- end }}
 
-{{/* The blueprints' Secret names, deduplicated: RBAC resourceNames. */}}
-{{- define "secrets-operator.blueprintNames" -}}
-{{- $names := list }}
+{{/*
+Every blueprint of operator.blueprints, normalised once: the rest of the chart reads only this.
+An item is either "namespace/name" (a Secret copied under its own name) or an object with the
+keys of docs/configuration.md; values.schema.json has already checked its shape. Each becomes
+  {kind, namespace, name, source: "namespace/name", target, previous}
+where target is the name of every copy (targetName, else the source's name) and previous the
+names its copies had before a rename (previousTargetNames, without the target). Two blueprints
+of one kind whose copy names (targets and previous names together) meet would write the same
+objects: the operator refuses that configuration at start, so the chart refuses it at install.
+Returns JSON {"items": [...]}: (include "secrets-operator.blueprints" . | fromJson).items
+*/}}
+{{- define "secrets-operator.blueprints" -}}
+{{- $items := list }}
+{{- $claimed := dict }}
 {{- range .Values.operator.blueprints }}
-{{- $names = append $names (index (splitList "/" .) 1) }}
+{{- $item := kindIs "string" . | ternary (dict "source" .) . }}
+{{- $parts := splitList "/" $item.source }}
+{{- $kind := $item.kind | default "Secret" }}
+{{- $name := index $parts 1 }}
+{{- $target := $item.targetName | default $name }}
+{{- $previous := without (uniq ($item.previousTargetNames | default list)) $target }}
+{{- range $copyName := prepend $previous $target }}
+{{- $key := printf "%s|%s" $kind $copyName }}
+{{- with get $claimed $key }}
+{{- if eq . $item.source }}
+{{- fail (printf "operator.blueprints: %s %s is listed twice, both times with copies named %q" $kind . $copyName) }}
 {{- end }}
-{{- toJson (uniq $names) }}
+{{- fail (printf "operator.blueprints: %s blueprints %s and %s would both write copies named %q; a target or previous target name belongs to one blueprint of each kind" $kind . $item.source $copyName) }}
+{{- end }}
+{{- $_ := set $claimed $key $item.source }}
+{{- end }}
+{{- $items = append $items (dict "kind" $kind "namespace" (index $parts 0) "name" $name "source" $item.source "target" $target "previous" $previous) }}
+{{- end }}
+{{- toJson (dict "items" $items) }}
 {{- end }}
 
-{{/* The blueprints as `namespace/name`, deduplicated: the sources a copy may name. */}}
-{{- define "secrets-operator.blueprintRefs" -}}
-{{- toJson (uniq .Values.operator.blueprints) }}
+{{/*
+The names RBAC must grant for one kind (`kind`): each blueprint's own name (its informer lists
+and watches it by name at home), its target name and its previous target names (its copies,
+watched by name across namespaces), deduplicated and sorted. JSON list; empty when no blueprint
+is of that kind. Call with (dict "kind" "Secret" "root" $).
+*/}}
+{{- define "secrets-operator.resourceNames" -}}
+{{- $names := list }}
+{{- range (include "secrets-operator.blueprints" .root | fromJson).items }}
+{{- if eq .kind $.kind }}
+{{- $names = concat $names (list .name .target) .previous }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq $names | sortAlpha) }}
 {{- end }}
 
 {{/* The user name the API server gives the operator's ServiceAccount. */}}
@@ -67,11 +105,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "secrets-operator.serviceAccountName" .) }}
 {{- end }}
 
-{{/* The blueprints' home namespaces, deduplicated: where Events are recorded. */}}
+{{/* The blueprints' home namespaces (all kinds), deduplicated: where Events are recorded. */}}
 {{- define "secrets-operator.blueprintNamespaces" -}}
 {{- $namespaces := list }}
-{{- range .Values.operator.blueprints }}
-{{- $namespaces = append $namespaces (index (splitList "/" .) 0) }}
+{{- range (include "secrets-operator.blueprints" . | fromJson).items }}
+{{- $namespaces = append $namespaces .namespace }}
 {{- end }}
 {{- toJson (uniq $namespaces) }}
 {{- end }}
