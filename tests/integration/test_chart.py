@@ -32,9 +32,9 @@ from kubernetes_asyncio.client.rest import ApiException
 import secrets_operator
 from tests.binaries import binaries, release, service_monitor_crd
 from tests.conftest import Cluster
-from tests.integration.conftest import Scenario, b64
+from tests.integration.conftest import MANAGED_BY, SOURCE, Scenario, b64
 from tests.operator import OperatorProcess
-from tests.support import service_account_kubeconfig, wait_for
+from tests.support import read_or_none, service_account_kubeconfig, wait_for
 
 pytestmark = pytest.mark.chart
 
@@ -901,28 +901,86 @@ def _secret(name: str, *, marked_for: str = "", **fields: Any) -> client.V1Secre
     )
 
 
+def _config_map(name: str, *, marked_for: str = "", **fields: Any) -> client.V1ConfigMap:
+    labels, annotations = dict(fields.pop("labels", {})), dict(fields.pop("annotations", {}))
+    if marked_for:
+        labels["app.kubernetes.io/managed-by"] = "secrets-operator"
+        annotations["secrets-operator.io/source"] = marked_for
+    return client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=annotations), **fields
+    )
+
+
+async def _wait_config_map(
+    scenario: Scenario,
+    namespace: str,
+    name: str,
+    data: Mapping[str, str],
+    *,
+    source: str,
+    timeout: float = 20,
+) -> client.V1ConfigMap:
+    """Wait until the ConfigMap copy ``name`` in ``namespace`` holds exactly ``data`` and the marks."""
+
+    async def exact() -> client.V1ConfigMap | None:
+        found = await read_or_none(scenario.core.read_namespaced_config_map(name, namespace))
+        if found is None or (found.data or {}) != dict(data):
+            return None
+        labels, annotations = found.metadata.labels or {}, found.metadata.annotations or {}
+        if labels.get(MANAGED_BY) != "secrets-operator" or annotations.get(SOURCE) != source:
+            return None
+        return found
+
+    return await wait_for(exact, timeout=timeout, what=f"ConfigMap copy {namespace}/{name}")
+
+
 @pytest.mark.parametrize("conflict_policy", ["skip", "adopt"])
 async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanaged_secrets(
     conflict_policy: str, scenario: Scenario, cluster: Cluster, tmp_path: Path
 ) -> None:
     """Act with the chart's ServiceAccount token as a thief would, under the chart's objects.
 
-    RBAC alone grants Secret `create` everywhere and `get`/`patch`/`delete` on the blueprints'
-    names everywhere; the chart's admission policy must refuse everything the operator never
-    does, and allow what it does (shown with dry runs, so the fixtures stay intact).
+    RBAC alone grants Secret and ConfigMap `create` everywhere and `list`/`watch`/`patch`/`delete`
+    on the blueprints' names (sources, targets, previous targets) everywhere; the chart's
+    admission policy must refuse everything the operator never does, and allow what it does
+    (shown with dry runs, so the fixtures stay intact). Three blueprints: a Secret copied under
+    its own name, a Secret renamed (its copies were named like it before), and a ConfigMap
+    copied under another name.
     """
     release_namespace = await scenario.namespace("system")
     await scenario.blueprint(HTPASSWD)
     source, name = f"{scenario.home}/{scenario.secret_name}", scenario.secret_name
+    # The renamed Secret: copies are now `renamed_target`; they used to be named like the source.
+    renamed_name, renamed_target = f"{scenario.prefix}-reg", f"{scenario.prefix}-regcred"
+    renamed = f"{scenario.home}/{renamed_name}"
+    await scenario.blueprint({"token": "t"}, name=renamed_name)
+    # The ConfigMap, copied as `cm_target`.
+    cm_name, cm_target = f"{scenario.prefix}-ca", f"{scenario.prefix}-trusted-ca"
+    cm_source = f"{scenario.home}/{cm_name}"
     victim = await scenario.namespace("victim")
     twin = await scenario.namespace("twin")
     managed = await scenario.namespace("managed")
     admin = scenario.core
+    await admin.create_namespaced_config_map(scenario.home, _config_map(cm_name, data={"ca.crt": "PEM"}))
     await admin.create_namespaced_secret(twin, _secret(name, string_data={"x": "theirs"}))
     await admin.create_namespaced_secret(managed, _secret(name, marked_for=source, data={"auth": b64("a")}))
+    # A copy of the renamed blueprint left under its previous name, and a managed ConfigMap copy.
+    await admin.create_namespaced_secret(
+        managed, _secret(renamed_name, marked_for=renamed, data={"token": b64("t")})
+    )
+    await admin.create_namespaced_config_map(
+        managed, _config_map(cm_target, marked_for=cm_source, data={"ca.crt": "old"})
+    )
+    await admin.create_namespaced_config_map(twin, _config_map(cm_target, data={"ca.crt": "theirs"}))
+    await admin.create_namespaced_secret(twin, _secret(renamed_name, string_data={"x": "theirs"}))
     release = Release(
         scenario, cluster, tmp_path, release_namespace,
-        blueprints=[source], includeNamespaces=[f"{scenario.prefix}-*"], conflictPolicy=conflict_policy,
+        blueprints=[
+            source,
+            {"source": renamed, "targetName": renamed_target, "previousTargetNames": [renamed_name]},
+            {"source": cm_source, "kind": "ConfigMap", "targetName": cm_target},
+        ],
+        includeNamespaces=[f"{scenario.prefix}-*"], conflictPolicy=conflict_policy,
     )  # fmt: skip
     await release.apply()
     try:
@@ -1044,12 +1102,112 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 )
             else:
                 await core.patch_namespaced_secret(name, twin, adopted, dry_run="All")
-            # What the operator does is allowed: create, change and delete its own copies.
+
+            # The renamed Secret: copies are created under its target name only. Its source's
+            # name, which RBAC grants so that the blueprint can be read, is a name its copies had
+            # before the rename: such a copy may be changed or cleaned up, never created anew.
+            await refused(
+                core.create_namespaced_secret(victim, _secret(renamed_name, marked_for=renamed)),
+                "current target name",
+            )
+            # A mark for one blueprint does not cover another's copy names.
+            await refused(
+                core.create_namespaced_secret(victim, _secret(renamed_target, marked_for=source)),
+                "ownership marks",
+            )
+            await refused(
+                core.create_namespaced_secret(victim, _secret(name, marked_for=renamed)), "ownership marks"
+            )
+            await refused(core.delete_namespaced_secret(renamed_name, scenario.home), "blueprint")
+            # Nor is an unmanaged Secret under a previous name adopted, whatever the policy.
+            renamed_adopted = {
+                "metadata": {
+                    "labels": {"app.kubernetes.io/managed-by": "secrets-operator"},
+                    "annotations": {"secrets-operator.io/source": renamed},
+                }
+            }
+            await refused(
+                core.patch_namespaced_secret(renamed_name, twin, renamed_adopted), "current target name"
+            )
+
+            # The ConfigMap blueprint: the same rules, for its kind and its copies' name.
+            await refused(
+                core.create_namespaced_config_map(victim, _config_map("other", marked_for=cm_source)),
+                "named after",
+            )
+            await refused(  # its source's name is no copy's name
+                core.create_namespaced_config_map(victim, _config_map(cm_name, marked_for=cm_source)),
+                "named after",
+            )
+            await refused(
+                core.create_namespaced_config_map(victim, _config_map(cm_target)), "ownership marks"
+            )
+            for wrong in (source, f"{victim}/{cm_name}", f"{scenario.home}/{cm_target}"):
+                await refused(
+                    core.create_namespaced_config_map(victim, _config_map(cm_target, marked_for=wrong)),
+                    "ownership marks",
+                )
+            # Kinds do not mix: a Secret under the ConfigMap's copy name, a ConfigMap under a
+            # Secret's, each marked for the blueprint of the other kind.
+            await refused(
+                core.create_namespaced_secret(victim, _secret(cm_target, marked_for=cm_source)), "named after"
+            )
+            await refused(
+                core.create_namespaced_config_map(victim, _config_map(name, marked_for=source)), "named after"
+            )
+            # The ConfigMap blueprint itself is never written.
+            await refused(core.delete_namespaced_config_map(cm_name, scenario.home), "blueprint")
+            await refused(
+                core.patch_namespaced_config_map(cm_name, scenario.home, {"data": {"ca.crt": "forged"}}),
+                "blueprint",
+            )
+            # Its managed copy keeps its marks and gains no finalizer.
+            await refused(core.patch_namespaced_config_map(cm_target, managed, unmark), "ownership marks")
+            await refused(core.patch_namespaced_config_map(cm_target, managed, hold), "finalizers")
+            # The unmanaged ConfigMap twin: never deleted; overwritten only when adopted.
+            await refused(
+                core.patch_namespaced_config_map(cm_target, twin, {"data": {"ca.crt": "mine"}}),
+                "ownership marks",
+            )
+            await refused(
+                core.delete_namespaced_config_map(cm_target, twin), "only delete Secrets and ConfigMaps it"
+            )
+            cm_adopted = {
+                "metadata": {
+                    "labels": {"app.kubernetes.io/managed-by": "secrets-operator"},
+                    "annotations": {"secrets-operator.io/source": cm_source},
+                }
+            }
+            if conflict_policy == "skip":
+                await refused(
+                    core.patch_namespaced_config_map(cm_target, twin, cm_adopted),
+                    "only change Secrets and ConfigMaps it",
+                )
+            else:
+                await core.patch_namespaced_config_map(cm_target, twin, cm_adopted, dry_run="All")
+
+            # What the operator does is allowed: create, change and delete its own copies, of
+            # each kind, under each blueprint's target name; change and delete (prune) copies
+            # left under a previous name.
             await core.create_namespaced_secret(
                 victim, _secret(name, marked_for=source, data={"auth": b64("a")}), dry_run="All"
             )
             await core.patch_namespaced_secret(name, managed, {"data": {"auth": b64("b")}}, dry_run="All")
             await core.delete_namespaced_secret(name, managed, dry_run="All")
+            await core.create_namespaced_secret(
+                victim, _secret(renamed_target, marked_for=renamed, data={"token": b64("t")}), dry_run="All"
+            )
+            await core.patch_namespaced_secret(
+                renamed_name, managed, {"data": {"token": b64("u")}}, dry_run="All"
+            )
+            await core.delete_namespaced_secret(renamed_name, managed, dry_run="All")
+            await core.create_namespaced_config_map(
+                victim, _config_map(cm_target, marked_for=cm_source, data={"ca.crt": "PEM"}), dry_run="All"
+            )
+            await core.patch_namespaced_config_map(
+                cm_target, managed, {"data": {"ca.crt": "new"}}, dry_run="All"
+            )
+            await core.delete_namespaced_config_map(cm_target, managed, dry_run="All")
             allowed = {**event, "metadata": {"name": "allowed", "namespace": scenario.home}}
             await client.EventsV1Api(stolen).create_namespaced_event(
                 scenario.home, raw(allowed), dry_run="All"
@@ -1061,19 +1219,30 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 release_namespace, own, dry_run="All"
             )
 
-        # The twin and the managed copy are exactly as the admin left them.
+        # The twins and the managed copies are exactly as the admin left them.
         assert (await scenario.copy(twin)).data == {"x": b64("theirs")}  # type: ignore[union-attr]
         assert (await scenario.copy(managed)).data == {"auth": b64("a")}  # type: ignore[union-attr]
+        assert (await scenario.copy(managed, renamed_name)).data == {"token": b64("t")}  # type: ignore[union-attr]
+        assert (await scenario.copy(twin, renamed_name)).data == {"x": b64("theirs")}  # type: ignore[union-attr]
+        assert (await admin.read_namespaced_config_map(cm_target, twin)).data == {"ca.crt": "theirs"}
+        assert (await admin.read_namespaced_config_map(cm_target, managed)).data == {"ca.crt": "old"}
+        assert await read_or_none(admin.read_namespaced_config_map(cm_target, victim)) is None
+        assert await scenario.copy(victim, renamed_target) is None
 
-        # The operator itself works under the policy, adopting the twin when told to.
+        # The operator itself works under the policy, adopting the twins when told to.
         replica = release.replica("pod-a")
         await replica.wait_ready()
         await scenario.wait_copy(managed, HTPASSWD)
         await scenario.wait_copy(victim, HTPASSWD)
+        await scenario.wait_copy(victim, {"token": "t"}, name=renamed_target)
+        await _wait_config_map(scenario, victim, cm_target, {"ca.crt": "PEM"}, source=cm_source)
+        await _wait_config_map(scenario, managed, cm_target, {"ca.crt": "PEM"}, source=cm_source)
         if conflict_policy == "adopt":
             await scenario.wait_copy(twin, HTPASSWD)
+            await _wait_config_map(scenario, twin, cm_target, {"ca.crt": "PEM"}, source=cm_source)
         else:
             assert (await scenario.copy(twin)).data == {"x": b64("theirs")}  # type: ignore[union-attr]
+            assert (await admin.read_namespaced_config_map(cm_target, twin)).data == {"ca.crt": "theirs"}
         assert (await replica.metrics()).value("secrets_operator_api_errors_total", code="403") == 0
     finally:
         release.remove()
