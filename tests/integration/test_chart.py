@@ -736,14 +736,26 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
 ) -> None:
     """Two replicas under exactly the chart's RBAC and admission policy, for minutes of Lease time.
 
-    Replication, repair and Events; the Lease renewed by one holder for five lease durations;
-    a SIGTERM hand-over after which the new holder keeps renewing; an upgrade (a second pair
-    started after the first stopped) over the existing Lease; and, over all of it, no request
-    of the operator's refused by the API server, and every verb the chart grants used (its
-    audit log): the Role is exactly what the code needs.
+    Three blueprints: a Secret copied under its own name, a Secret renamed (with a copy left
+    under its previous name), and a ConfigMap copied under another name into the namespaces of
+    its own glob. Replication, repair, pruning and Events, of both kinds; the Lease renewed by
+    one holder for five lease durations; a SIGTERM hand-over after which the new holder keeps
+    renewing; an upgrade (a second pair started after the first stopped) over the existing
+    Lease; and, over all of it, no request of the operator's refused by the API server, and
+    every verb the chart grants used, per resource (its audit log): the Role is exactly what the
+    code needs.
     """
     release_namespace = await scenario.namespace("system")
     await scenario.blueprint(HTPASSWD)
+    source = f"{scenario.home}/{scenario.secret_name}"
+    # The renamed Secret: copies are `renamed_target` now, and were named like it before.
+    renamed_name, renamed_target = f"{scenario.prefix}-reg", f"{scenario.prefix}-regcred"
+    renamed, token = f"{scenario.home}/{renamed_name}", {"token": "t"}
+    await scenario.blueprint(token, name=renamed_name)
+    # The ConfigMap blueprint, copied as `cm_target`, only into the t<digit> namespaces.
+    cm_name, cm_target, ca = f"{scenario.prefix}-ca", f"{scenario.prefix}-trusted-ca", {"ca.crt": "PEM"}
+    cm_source = f"{scenario.home}/{cm_name}"
+    await scenario.core.create_namespaced_config_map(scenario.home, _config_map(cm_name, data=ca))
     targets = [await scenario.namespace(f"t{i}") for i in range(3)]
     twin = await scenario.namespace("twin")
     await scenario.core.create_namespaced_secret(
@@ -754,9 +766,20 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
         targets[0],
         client.V1Secret(metadata=client.V1ObjectMeta(name="unrelated"), string_data={"db": "password"}),
     )
+    # The copy an earlier release made before the rename: stale now, and pruned.
+    await scenario.core.create_namespaced_secret(
+        targets[1], _secret(renamed_name, marked_for=renamed, data={"token": b64("t")})
+    )
     release = Release(
         scenario, cluster, tmp_path, release_namespace,
-        blueprints=[f"{scenario.home}/{scenario.secret_name}"],
+        blueprints=[
+            source,
+            {"source": renamed, "targetName": renamed_target, "previousTargetNames": [renamed_name]},
+            {
+                "source": cm_source, "kind": "ConfigMap", "targetName": cm_target,
+                "includeNamespaces": [f"{scenario.prefix}-t[0-9]"],
+            },
+        ],
         includeNamespaces=[f"{scenario.prefix}-*"],
         prune=True,  # so that the proof covers the delete the operator sends
         **LEASE,
@@ -772,22 +795,40 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
         # Replication, drift repair, and Events on the blueprint (events.k8s.io create).
         for namespace in targets:
             await scenario.wait_copy(namespace, HTPASSWD)
+            await scenario.wait_copy(namespace, token, name=renamed_target)
+            await _wait_config_map(scenario, namespace, cm_target, ca, source=cm_source)
+        # The copy under the previous name is pruned; none is made under it anywhere.
+        await scenario.wait_no_copy(targets[1], name=renamed_name)
+        for namespace in targets:
+            assert await scenario.copy(namespace, renamed_name) is None
+        assert await read_or_none(scenario.core.read_namespaced_config_map(cm_target, twin)) is None
         await scenario.core.delete_namespaced_secret(scenario.secret_name, targets[1])
         await scenario.wait_copy(targets[1], HTPASSWD)
         await scenario.core.patch_namespaced_secret(
             scenario.secret_name, targets[2], {"data": {"auth": b64("x")}}
         )
         await scenario.wait_copy(targets[2], HTPASSWD)
+        # The same for the ConfigMap copies (create, patch).
+        await scenario.core.delete_namespaced_config_map(cm_target, targets[1])
+        await _wait_config_map(scenario, targets[1], cm_target, ca, source=cm_source)
+        await scenario.core.patch_namespaced_config_map(cm_target, targets[2], {"data": {"ca.crt": "x"}})
+        await _wait_config_map(scenario, targets[2], cm_target, ca, source=cm_source)
 
         async def conflict_event() -> bool:
             return any(e.reason == "Conflict" for e in await scenario.events())
 
         await wait_for(conflict_event, timeout=20, what="a Conflict event recorded with the chart's RBAC")
-        # Pruning (DELETE): a namespace that opts out loses its copy.
+        # Pruning (DELETE): a namespace that opts out loses its copies, of both kinds.
         await scenario.core.patch_namespace(
             targets[0], {"metadata": {"labels": {"secrets-operator.io/exclude": "true"}}}
         )
         await scenario.wait_no_copy(targets[0])
+        await scenario.wait_no_copy(targets[0], name=renamed_target)
+
+        async def config_map_pruned() -> bool:
+            return await read_or_none(scenario.core.read_namespaced_config_map(cm_target, targets[0])) is None
+
+        await wait_for(config_map_pruned, timeout=20, what="the ConfigMap copy pruned")
 
         # The steady state: five lease durations of renewals by one holder. Someone else touching
         # the Lease's metadata makes the holder's next renewal meet 409, then re-read it (GET).
@@ -838,6 +879,8 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
                 core.read_namespaced_secret(unrelated.metadata.name, targets[0]),
                 core.list_secret_for_all_namespaces(),
                 core.delete_namespaced_secret(unrelated.metadata.name, targets[0]),
+                core.list_config_map_for_all_namespaces(),
+                core.read_namespaced_config_map(cm_target, targets[1]),  # by name too: never GET
                 leases_as_thief.create_namespaced_lease("default", elsewhere),
                 leases_as_thief.read_namespaced_lease("kube-controller-manager", "kube-system"),
             ):
@@ -850,7 +893,7 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
         async def audited() -> list[dict[str, Any]] | None:
             events = release.requests()
             thief = [e for e in events if e.get("userAgent") == f"{THIEF_AGENT}/final" and _refused(e)]
-            return events if len(thief) >= 5 else None
+            return events if len(thief) >= 7 else None
 
         events = await wait_for(audited, timeout=10, what="the thief's refusals in the audit log")
         operator = [e for e in events if e.get("userAgent", "").startswith(OPERATOR_AGENT)]
