@@ -1161,6 +1161,10 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             await refused(
                 core.create_namespaced_secret(victim, _secret(name, marked_for=renamed)), "ownership marks"
             )
+            # ...nor may a managed copy be re-pointed at another blueprint (or one of another kind).
+            for other in (renamed, cm_source):
+                repoint = {"metadata": {"annotations": {"secrets-operator.io/source": other}}}
+                await refused(core.patch_namespaced_secret(name, managed, repoint), "ownership marks")
             await refused(core.delete_namespaced_secret(renamed_name, scenario.home), "blueprint")
             # Nor is an unmanaged Secret under a previous name adopted, whatever the policy.
             renamed_adopted = {
@@ -1204,8 +1208,10 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 core.patch_namespaced_config_map(cm_name, scenario.home, {"data": {"ca.crt": "forged"}}),
                 "blueprint",
             )
-            # Its managed copy keeps its marks and gains no finalizer.
+            # Its managed copy keeps its marks (for this blueprint) and gains no finalizer.
             await refused(core.patch_namespaced_config_map(cm_target, managed, unmark), "ownership marks")
+            repoint = {"metadata": {"annotations": {"secrets-operator.io/source": source}}}
+            await refused(core.patch_namespaced_config_map(cm_target, managed, repoint), "ownership marks")
             await refused(core.patch_namespaced_config_map(cm_target, managed, hold), "finalizers")
             # The unmanaged ConfigMap twin: never deleted; overwritten only when adopted.
             await refused(
