@@ -986,13 +986,14 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
     RBAC alone grants Secret and ConfigMap `create` everywhere and `list`/`watch`/`patch`/`delete`
     on the blueprints' names (sources, targets, previous targets) everywhere; the chart's
     admission policy must refuse everything the operator never does, and allow what it does
-    (shown with dry runs, so the fixtures stay intact). Three blueprints: a Secret copied under
-    its own name, a Secret renamed (its copies were named like it before), and a ConfigMap
-    copied under another name.
+    (shown with dry runs, so the fixtures stay intact). Four blueprints: a Secret copied under
+    its own name, a Secret renamed (its copies were named like it before), a ConfigMap copied
+    under another name, and one copied under its own, at home in another namespace.
     """
     release_namespace = await scenario.namespace("system")
     await scenario.blueprint(HTPASSWD)
     source, name = f"{scenario.home}/{scenario.secret_name}", scenario.secret_name
+    itself = "never writes a blueprint itself"  # the policy's refusal of a write to a blueprint
     # The renamed Secret: copies are now `renamed_target`; they used to be named like the source.
     renamed_name, renamed_target = f"{scenario.prefix}-reg", f"{scenario.prefix}-regcred"
     renamed = f"{scenario.home}/{renamed_name}"
@@ -1000,11 +1001,15 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
     # The ConfigMap, copied as `cm_target`.
     cm_name, cm_target = f"{scenario.prefix}-ca", f"{scenario.prefix}-trusted-ca"
     cm_source = f"{scenario.home}/{cm_name}"
+    # A second ConfigMap, at home in another namespace, copied under its own name.
+    plain_home, plain_cm = await scenario.namespace("cm-home"), f"{scenario.prefix}-settings"
+    plain_source = f"{plain_home}/{plain_cm}"
     victim = await scenario.namespace("victim")
     twin = await scenario.namespace("twin")
     managed = await scenario.namespace("managed")
     admin = scenario.core
     await admin.create_namespaced_config_map(scenario.home, _config_map(cm_name, data={"ca.crt": "PEM"}))
+    await admin.create_namespaced_config_map(plain_home, _config_map(plain_cm, data={"k": "v"}))
     await admin.create_namespaced_secret(twin, _secret(name, string_data={"x": "theirs"}))
     await admin.create_namespaced_secret(managed, _secret(name, marked_for=source, data={"auth": b64("a")}))
     # A copy of the renamed blueprint left under its previous name, and a managed ConfigMap copy.
@@ -1022,6 +1027,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             source,
             {"source": renamed, "targetName": renamed_target, "previousTargetNames": [renamed_name]},
             {"source": cm_source, "kind": "ConfigMap", "targetName": cm_target},
+            {"source": plain_source, "kind": "ConfigMap"},
         ],
         includeNamespaces=[f"{scenario.prefix}-*"], conflictPolicy=conflict_policy,
     )  # fmt: skip
@@ -1124,9 +1130,9 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 "own Lease",
             )
             # The blueprint itself is never written.
-            await refused(core.delete_namespaced_secret(name, scenario.home), "blueprint")
+            await refused(core.delete_namespaced_secret(name, scenario.home), itself)
             await refused(
-                core.patch_namespaced_secret(name, scenario.home, {"data": {"auth": b64("y")}}), "blueprint"
+                core.patch_namespaced_secret(name, scenario.home, {"data": {"auth": b64("y")}}), itself
             )
             # The unmanaged twin: left as it is with skip; with adopt, only made into a marked copy
             # in place. Never deleted, whatever the policy (adopt never replaces a twin).
@@ -1165,7 +1171,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             for other in (renamed, cm_source):
                 repoint = {"metadata": {"annotations": {"secrets-operator.io/source": other}}}
                 await refused(core.patch_namespaced_secret(name, managed, repoint), "ownership marks")
-            await refused(core.delete_namespaced_secret(renamed_name, scenario.home), "blueprint")
+            await refused(core.delete_namespaced_secret(renamed_name, scenario.home), itself)
             # Nor is an unmanaged Secret under a previous name adopted, whatever the policy.
             renamed_adopted = {
                 "metadata": {
@@ -1202,11 +1208,16 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             await refused(
                 core.create_namespaced_config_map(victim, _config_map(name, marked_for=source)), "named after"
             )
-            # The ConfigMap blueprint itself is never written.
-            await refused(core.delete_namespaced_config_map(cm_name, scenario.home), "blueprint")
+            # The ConfigMap blueprints themselves are never written: the renamed one's name is no
+            # copy's name at all; the other's is, and it is refused as a blueprint.
+            await refused(core.delete_namespaced_config_map(cm_name, scenario.home), "named after")
             await refused(
                 core.patch_namespaced_config_map(cm_name, scenario.home, {"data": {"ca.crt": "forged"}}),
-                "blueprint",
+                "named after",
+            )
+            await refused(core.delete_namespaced_config_map(plain_cm, plain_home), itself)
+            await refused(
+                core.patch_namespaced_config_map(plain_cm, plain_home, {"data": {"k": "forged"}}), itself
             )
             # Its managed copy keeps its marks (for this blueprint) and gains no finalizer.
             await refused(core.patch_namespaced_config_map(cm_target, managed, unmark), "ownership marks")
@@ -1257,10 +1268,9 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 cm_target, managed, {"data": {"ca.crt": "new"}}, dry_run="All"
             )
             await core.delete_namespaced_config_map(cm_target, managed, dry_run="All")
-            allowed = {**event, "metadata": {"name": "allowed", "namespace": scenario.home}}
-            await client.EventsV1Api(stolen).create_namespaced_event(
-                scenario.home, raw(allowed), dry_run="All"
-            )
+            for home in (scenario.home, plain_home):  # every blueprint's home, of either kind
+                allowed = {**event, "metadata": {"name": "allowed", "namespace": home}}
+                await client.EventsV1Api(stolen).create_namespaced_event(home, raw(allowed), dry_run="All")
             own = client.V1Lease(
                 metadata=client.V1ObjectMeta(name=release.lease_name), spec=client.V1LeaseSpec()
             )
@@ -1286,6 +1296,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
         await scenario.wait_copy(victim, {"token": "t"}, name=renamed_target)
         await _wait_config_map(scenario, victim, cm_target, {"ca.crt": "PEM"}, source=cm_source)
         await _wait_config_map(scenario, managed, cm_target, {"ca.crt": "PEM"}, source=cm_source)
+        await _wait_config_map(scenario, victim, plain_cm, {"k": "v"}, source=plain_source)
         if conflict_policy == "adopt":
             await scenario.wait_copy(twin, HTPASSWD)
             await _wait_config_map(scenario, twin, cm_target, {"ca.crt": "PEM"}, source=cm_source)
