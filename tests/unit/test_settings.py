@@ -137,7 +137,10 @@ def test_two_blueprints_with_the_same_name_are_rejected(monkeypatch: pytest.Monk
     monkeypatch.setenv(f"{PREFIX}BLUEPRINTS", "auth/htpasswd,team-a/htpasswd")
     message = load_error()
     assert message.startswith(f"{PREFIX}BLUEPRINTS: ")
-    assert "auth/htpasswd and team-a/htpasswd have the same name" in message
+    assert (
+        "item 1 (Secret auth/htpasswd) and item 2 (Secret team-a/htpasswd) would both own Secrets named "
+        "'htpasswd'" in message
+    )
 
 
 @pytest.mark.parametrize(
