@@ -117,6 +117,13 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _got(value: Any) -> str:
+    """``a list ["a"]``, ``a number 7``, ``null``: what a value of the wrong type was."""
+    if value is None or isinstance(value, bool):
+        return _show(value)
+    return f"{_json_type(value)} {_show(value)}"
+
+
 def _blueprint_items(value: str) -> list[Any]:
     """The items of the variable: a JSON list when it starts with ``[``, else comma-separated."""
     if not value.lstrip().startswith("["):
@@ -139,19 +146,17 @@ def _blueprint_items(value: str) -> list[Any]:
 def _string(item: Mapping[str, Any], key: str) -> str:
     value = item[key]
     if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string, got {_json_type(value)} {_show(value)}")
+        raise ValueError(f"{key} must be a string, got {_got(value)}")
     return value
 
 
 def _strings(item: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
     value = item[key]
     if not isinstance(value, list | tuple):
-        raise ValueError(f"{key} must be a list of {what}, got {_json_type(value)} {_show(value)}")
+        raise ValueError(f"{key} must be a list of {what}, got {_got(value)}")
     for number, element in enumerate(value, 1):
         if not isinstance(element, str):
-            raise ValueError(
-                f"{key} element {number} must be a string, got {_json_type(element)} {_show(element)}"
-            )
+            raise ValueError(f"{key} element {number} must be a string, got {_got(element)}")
     return tuple(value)
 
 
@@ -183,8 +188,9 @@ def _blueprint_object(item: Mapping[str, Any]) -> BlueprintSpec:
         if not isinstance(value, str) or value not in {k.value for k in Kind}:
             raise ValueError(f'kind must be "Secret" or "ConfigMap", got {_show(value)}')
         kind = Kind(value)
+    source = _string(item, "source")
     try:
-        ref = parse_blueprint(_string(item, "source"), kind)
+        ref = parse_blueprint(source, kind)
     except ValueError as exc:
         raise ValueError(f"source: {exc}") from None
     target = ""
