@@ -18,12 +18,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from secrets_operator.model import BlueprintRef, Kind
 from secrets_operator.planning import BlueprintSpec
 from secrets_operator.selectors import parse_label_selector
 from secrets_operator.settings import BLUEPRINT_KEYS, ConfigError, Settings, load
+from tests import reference
 
 PREFIX = "SECRETS_OPERATOR_"
 
@@ -718,6 +720,20 @@ def test_a_blueprints_own_target_among_its_previous_names_is_ignored(monkeypatch
     assert renamed.previous_target_names == ("htpasswd",)
     assert renamed.names == ("basic-auth", "htpasswd")
     assert plain.previous_target_names == ()
+
+
+def test_the_documented_examples_load_as_described(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/configuration.md shows one configuration twice: as the variable and as Helm values."""
+    shell, helm = re.findall(r"```(?:sh|yaml)\n(.*?)```", reference.BLUEPRINTS_RULES, re.DOTALL)
+    variable = shell.removeprefix(f"{BLUEPRINTS}='").rstrip().removesuffix("'")
+    from_shell = blueprints(monkeypatch, variable)
+    assert blueprints(monkeypatch, yaml.safe_load(helm)["operator"]["blueprints"]) == from_shell
+    registry, htpasswd, ca_bundle, tls = from_shell
+    assert registry == BlueprintSpec(BlueprintRef("registry", "pull-secret"))
+    assert (htpasswd.include, htpasswd.exclude) == (("team-*",), None)
+    assert htpasswd.selector == parse_label_selector("ingress=basic-auth")
+    assert ca_bundle.ref == BlueprintRef("platform", "ca-bundle", Kind.CONFIG_MAP)
+    assert tls.names == ("client-cert", "tls-client")
 
 
 # -- blueprints from code
