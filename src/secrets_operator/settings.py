@@ -126,6 +126,8 @@ def _got(value: Any) -> str:
 
 def _blueprint_items(value: str) -> list[Any]:
     """The items of the variable: a JSON list when it starts with ``[``, else comma-separated."""
+    if value.lstrip().startswith("{"):
+        raise ValueError("the JSON form is a list: put the objects in [ ]")
     if not value.lstrip().startswith("["):
         return list(_split(value))
     try:
@@ -138,7 +140,7 @@ def _blueprint_items(value: str) -> list[Any]:
         ) from None
     except RecursionError:
         raise ValueError("invalid JSON: nested too deeply") from None
-    if not isinstance(items, list):  # e.g. "[1] 2" is not JSON at all, but be sure
+    if not isinstance(items, list):  # cannot happen after "[", but json.loads is typed Any
         raise ValueError(f"must be a JSON list, got {_json_type(items)}")
     return items
 

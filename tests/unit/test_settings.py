@@ -513,6 +513,14 @@ def test_invalid_json_is_reported_with_the_decoders_position(
     )
 
 
+def test_a_json_object_outside_a_list_is_rejected_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the hint it would be split at its commas and fail as "not of the form namespace/name"."""
+    assert (
+        blueprints_error(monkeypatch, ' {"source": "auth/x", "kind": "ConfigMap"}')
+        == "the JSON form is a list: put the objects in [ ]"
+    )
+
+
 def test_json_nested_beyond_the_decoders_limit_is_one_line_too(monkeypatch: pytest.MonkeyPatch) -> None:
     assert blueprints_error(monkeypatch, "[" * 100_000) == "invalid JSON: nested too deeply"
 
