@@ -116,6 +116,19 @@ async def test_configmap_blueprint_is_created_updated_repaired_and_never_clobber
     late = await scenario.namespace("late")
     await maps.wait_copy(late, {"ca.crt": "PEM-1", "extra": "x"}, {"trust.p12": "\x00\x01"})
 
+    async def both_in_sync() -> bool:
+        metrics = await operator.metrics()
+        return metrics.value("secrets_operator_copies", kind="ConfigMap", state="in_sync") == 2
+
+    await wait_for(both_in_sync, timeout=20, what="both ConfigMap copies in sync")
+    # each copy was right from its first write: created whole, never patched afterwards
+    metrics = await operator.metrics()
+    assert (
+        metrics.value("secrets_operator_writes_total", kind="ConfigMap", action="create", result="success")
+        == 2
+    )
+    assert metrics.value("secrets_operator_writes_total", kind="ConfigMap", action="update") == 0
+
     # the blueprint changes: a data key removed, binaryData replaced
     await scenario.core.patch_namespaced_config_map(
         maps.name,
