@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
-from secrets_operator.settings import ENV_PREFIX, Settings
+from secrets_operator.settings import BLUEPRINT_KEYS, ENV_PREFIX, Settings
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
@@ -34,17 +34,103 @@ got 'merge'
 
 """
 
+#: The keys of a blueprint object: (meaning, default). Their order and names must be the code's.
+BLUEPRINT_OPTIONS = {
+    "source": ("`namespace/name` of the blueprint.", "**required**"),
+    "kind": ("`Secret` or `ConfigMap`; the copies are of the same kind.", "`Secret`"),
+    "targetName": (
+        "Name of every copy (lowercase DNS subdomain, at most 253 characters).",
+        "the source's name",
+    ),
+    "namespaceSelector": (
+        'Label selector (kubectl syntax) for this blueprint\'s targets; `""` selects all.',
+        "`NAMESPACE_SELECTOR`",
+    ),
+    "includeNamespaces": (
+        "List of globs; only these namespaces are targets of this blueprint. Must not be empty.",
+        "`INCLUDE_NAMESPACES`",
+    ),
+    "excludeNamespaces": (
+        "List of globs of namespaces that are never targets of this blueprint; `[]` excludes none "
+        "(not even `kube-system`).",
+        "`EXCLUDE_NAMESPACES`",
+    ),
+    "previousTargetNames": (
+        "List of names the copies had before a rename: the operator's copies of this blueprint under "
+        "these names are reported `stale`, and deleted with `PRUNE=true` (see "
+        "[operations](operations.md#per-blueprint-targeting-renamed-copies-and-configmaps)).",
+        "none",
+    ),
+}
+
+BLUEPRINTS_INTRO = """
+## Per-blueprint options (JSON form)
+
+`SECRETS_OPERATOR_BLUEPRINTS` takes the comma-separated list above, or a JSON list: a value
+whose first non-blank character is `[`. Each item of the JSON list is either a `namespace/name`
+string (a Secret blueprint with the global settings) or an object with these keys:
+
+"""
+
+BLUEPRINTS_RULES = """
+- **A key replaces the global variable** for its blueprint, it does not add to it; a key left out
+  means the global variable. `CONFLICT_POLICY`, `PRUNE`, `PRUNE_GRACE_SECONDS` and
+  `COPY_METADATA` apply to every blueprint.
+- **Refused at start** (exit status 2, one line naming the item by its number): unknown keys,
+  values of the wrong JSON type, invalid JSON (with the decoder's line and column), an empty
+  list; the same blueprint (kind and source) twice with different options (listed twice
+  identically, it counts once); and two blueprints whose copies would be the same object: the
+  same kind and a name in common among their copy names (`targetName`, else the source's name)
+  and `previousTargetNames`. A Secret blueprint and a ConfigMap blueprint may share names.
+- A blueprint's own copy name in its `previousTargetNames` is ignored.
+
+As the environment variable (JSON may span lines):
+
+```sh
+SECRETS_OPERATOR_BLUEPRINTS='[
+  "registry/pull-secret",
+  {"source": "auth/htpasswd", "includeNamespaces": ["team-*"], "namespaceSelector": "ingress=basic-auth"},
+  {"source": "platform/ca-bundle", "kind": "ConfigMap"},
+  {"source": "auth/tls-client", "targetName": "client-cert", "previousTargetNames": ["tls-client"]}
+]'
+```
+
+The same as Helm values: `operator.blueprints` is a list of such strings and objects (objects are
+easiest in a values file, or with `--set-json`):
+
+```yaml
+operator:
+  blueprints:
+    # a registry credential in every namespace the global settings select
+    - registry/pull-secret
+    # an htpasswd only in team-* namespaces labelled ingress=basic-auth
+    - source: auth/htpasswd
+      includeNamespaces: ["team-*"]
+      namespaceSelector: ingress=basic-auth
+    # a ConfigMap blueprint: its copies are ConfigMaps
+    - source: platform/ca-bundle
+      kind: ConfigMap
+    # copies renamed from tls-client to client-cert; copies under the old name are reported stale
+    - source: auth/tls-client
+      targetName: client-cert
+      previousTargetNames: [tls-client]
+```
+"""
+
 FOOTER = """
 ## Notes
 
-- **Lists** are comma-separated; spaces around items are ignored; empty items are dropped.
+- **Lists** are comma-separated; spaces around items are ignored; empty items are dropped (in the
+  JSON form of `BLUEPRINTS`, lists are JSON lists and taken as written).
 - **Globs** (`INCLUDE_NAMESPACES`, `EXCLUDE_NAMESPACES`, `COPY_METADATA`) are shell-style
   (`*`, `?`, `[abc]`) and match the *whole* name, case-sensitively: `team-*` matches `team-a`,
   not `my-team-a`.
 - **A namespace is a target of a blueprint** when all of these hold: it is not the blueprint's
-  own namespace; it is not labelled `secrets-operator.io/exclude=true`; it matches no
-  `EXCLUDE_NAMESPACES` glob; it matches an `INCLUDE_NAMESPACES` glob; its labels match
-  `NAMESPACE_SELECTOR`; and it is not terminating.
+  own namespace; the copy there would not be another blueprint's source object; it is not
+  labelled `secrets-operator.io/exclude=true`; it matches no `EXCLUDE_NAMESPACES` glob; it
+  matches an `INCLUDE_NAMESPACES` glob; its labels match `NAMESPACE_SELECTOR`; and it is not
+  terminating. A blueprint's own `excludeNamespaces`, `includeNamespaces` and
+  `namespaceSelector` take the place of the variables.
 - **NAMESPACE_SELECTOR** takes kubectl's syntax: `key=value`, `key!=value`, `key in (a,b)`,
   `key notin (a,b)`, `key`, `!key`, joined by commas (all must hold).
 - **Lease timings** must satisfy `LEASE_DURATION_SECONDS > RENEW_DEADLINE_SECONDS > 1.2 ×
@@ -98,7 +184,17 @@ def render() -> str:
         lines.append(
             f"| `{ENV_PREFIX}{name.upper()}` | {helm} | {_default(name, field)} | {example} | {description} |"
         )
-    return HEADER + "\n".join(lines) + "\n" + FOOTER
+    return HEADER + "\n".join(lines) + "\n" + render_blueprint_options() + FOOTER
+
+
+def render_blueprint_options() -> str:
+    if tuple(BLUEPRINT_OPTIONS) != BLUEPRINT_KEYS:
+        raise AssertionError(f"BLUEPRINT_OPTIONS must document exactly {BLUEPRINT_KEYS}, in that order")
+    lines = ["| key | meaning | default |", "|---|---|---|"]
+    for key, (meaning, default) in BLUEPRINT_OPTIONS.items():
+        escaped = meaning.replace("|", "\\|")
+        lines.append(f"| `{key}` | {escaped} | {default} |")
+    return BLUEPRINTS_INTRO + "\n".join(lines) + "\n" + BLUEPRINTS_RULES
 
 
 def main() -> int:

@@ -116,7 +116,7 @@ async def run(settings: Settings) -> int:
     identity = settings.resolved_identity()
     # Every informer holds one connection for its watch; writes need their own. Leader election
     # has a client of its own (leases.CLIENT_*): renewals never queue behind a fan-out.
-    watches = 1 + 2 * len(settings.blueprints)
+    watches = 1 + len(settings.blueprints) + sum(len(spec.names) for spec in settings.blueprints)
     kube = await Kube.connect(
         qps=settings.api_qps,
         burst=settings.api_burst,
@@ -162,7 +162,10 @@ async def run(settings: Settings) -> int:
         extra={
             "version": __version__,
             "identity": identity,
-            "blueprints": [str(ref) for ref in settings.refs],
+            "blueprints": [
+                spec.ref.describe() + (f" as {spec.target}" if spec.target != spec.ref.name else "")
+                for spec in settings.blueprints
+            ],
             "http_port": port,
             "leader_election": settings.leader_election,
         },
@@ -174,7 +177,10 @@ async def run(settings: Settings) -> int:
             await controller.wait_synced()
             for ref, blueprint in controller.blueprints().items():
                 if blueprint is None:
-                    log.warning("blueprint does not exist yet; waiting for it", extra={"blueprint": str(ref)})
+                    log.warning(
+                        "blueprint does not exist yet; waiting for it",
+                        extra={"blueprint": str(ref), "kind": str(ref.kind)},
+                    )
             log.info("caches synced; ready", extra={"namespaces": len(controller.namespaces.store)})
             _freeze_long_lived()
             if elector is not None:
@@ -229,8 +235,11 @@ async def check(settings: Settings, *, output: str, problems_only: bool) -> int:
                 [
                     {
                         "blueprint": str(r.blueprint),
+                        "kind": str(r.blueprint.kind),
+                        "name": r.name,
                         "namespace": r.namespace,
                         "state": str(r.state),
+                        **({"rule": r.rule} if r.rule else {}),
                         "detail": r.detail,
                     }
                     for r in shown
@@ -239,12 +248,15 @@ async def check(settings: Settings, *, output: str, problems_only: bool) -> int:
             )
         )
     else:
-        table = [("BLUEPRINT", "NAMESPACE", "STATE", "DETAIL")]
-        table += [(str(r.blueprint), r.namespace, str(r.state), r.detail) for r in shown]
-        widths = [max(len(row[i]) for row in table) for i in range(3)]
+        table = [("BLUEPRINT", "KIND", "NAME", "NAMESPACE", "STATE", "DETAIL")]
+        table += [
+            (str(r.blueprint), str(r.blueprint.kind), r.name, r.namespace, str(r.state), r.detail)
+            for r in shown
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(5)]
         for cells in table:
             print(
-                "  ".join(cell.ljust(width) for cell, width in zip(cells[:3], widths, strict=True)), cells[3]
+                "  ".join(cell.ljust(width) for cell, width in zip(cells[:5], widths, strict=True)), cells[5]
             )
     bad = [row for row in rows if row.state not in OK_STATES]
     summary: dict[str, int] = {}

@@ -1,7 +1,7 @@
 """Every Prometheus metric the operator exports, defined in one place.
 
-Labels carry only names the operator is configured with or derives (blueprint ``namespace/name``,
-states, verbs, status codes): never Secret data, and never per-namespace labels, whose
+Labels carry only names the operator is configured with or derives (blueprint ``namespace/name``
+and kind, states, rules, verbs, status codes): never Secret data, and never per-namespace labels, whose
 cardinality would grow with the cluster.
 """
 
@@ -27,16 +27,25 @@ RECONCILES = Counter(
 )
 WRITES = Counter(
     "secrets_operator_writes_total",
-    "Writes to copies by action (create, update, replace, delete) and result "
-    "(success; conflict: 409, a precondition failed or the Secret exists; not_found: 404, the copy or "
+    "Writes to copies by kind (Secret, ConfigMap), action (create, update, replace, delete) and result "
+    "(success; conflict: 409, a precondition failed or the object exists; not_found: 404, the copy or "
     "namespace is gone; throttled: 429; error; skipped: the namespace is terminating).",
-    ["action", "result"],
+    ["kind", "action", "result"],
     registry=REGISTRY,
 )
 COPIES = Gauge(
     "secrets_operator_copies",
-    "Blueprint x namespace pairs by state (in_sync, missing, drifted, conflict, excluded, stale, ...).",
-    ["blueprint", "state"],
+    "Blueprint x namespace pairs by blueprint (namespace/name), kind and state (in_sync, missing, "
+    "drifted, conflict, excluded, stale, ...); a copy left under an earlier target name counts as stale.",
+    ["blueprint", "kind", "state"],
+    registry=REGISTRY,
+)
+EXCLUDED = Gauge(
+    "secrets_operator_excluded_namespaces",
+    "Namespaces that are not a blueprint's target, by blueprint, kind and the rule that excluded them "
+    "(home, source, opt_out, exclude, include, selector, terminating); stale copies are counted "
+    "under the rule that made them stale (renamed: an earlier target name).",
+    ["blueprint", "kind", "rule"],
     registry=REGISTRY,
 )
 PROPAGATION = Histogram(

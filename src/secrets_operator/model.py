@@ -78,7 +78,11 @@ class NamespaceInfo:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Blueprint:
-    """A blueprint Secret as observed; ``data`` holds base64 values exactly as the API returns them."""
+    """A blueprint as observed; ``data`` holds values exactly as the API returns them.
+
+    A Secret's data is base64 and ``type`` its type; a ConfigMap's ``type`` is "" and its
+    ``binary_data`` its binaryData (base64).
+    """
 
     ref: BlueprintRef
     type: str
@@ -89,6 +93,7 @@ class Blueprint:
     hash: str = dataclasses.field(repr=False)
     resource_version: str = ""
     uid: str = ""
+    binary_data: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class CopyInfo:
     annotations: Mapping[str, str] = dataclasses.field(repr=False)  # may hold an old copy's digest
     data_hash: str = dataclasses.field(repr=False)
     data_keys: frozenset[str]
+    binary_keys: frozenset[str] = frozenset()  # a ConfigMap's binaryData keys
 
 
 class CopyState(enum.StrEnum):
@@ -158,13 +164,16 @@ class Action:
     hash: str = dataclasses.field(default="", repr=False)
 
     def describe(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name} from {self.blueprint}: {self.reason}"
+        kind = self.blueprint.kind
+        return f"{self.kind} {kind} {self.namespace}/{self.name} from {self.blueprint}: {self.reason}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One line of the report: a blueprint, a namespace, the state, and why.
 
+    ``name`` is the copy's name (the blueprint's target name, or an earlier one for a stale
+    copy left by a rename); ``rule`` names what excluded the namespace (``excluded``/``stale``).
     ``prune_in`` is set while the operator's copy of a missing blueprint waits out the prune
     grace: the seconds left before it is deleted, unless the blueprint returns.
     """
@@ -174,6 +183,8 @@ class Row:
     state: CopyState
     detail: str = ""
     prune_in: float | None = None
+    name: str = ""
+    rule: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ Rules that protect users, in one place:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -48,6 +49,7 @@ from secrets_operator.model import (
     BlueprintRef,
     CopyInfo,
     CopyState,
+    Kind,
     NamespaceInfo,
     NamespacePlan,
     Row,
@@ -114,18 +116,63 @@ class Policy:
     copy_metadata: tuple[str, ...] = ()
     blueprints: tuple[BlueprintSpec, ...] = ()
 
+    @functools.cached_property
+    def _specs(self) -> dict[BlueprintRef, BlueprintSpec]:
+        return {spec.ref: spec for spec in self.blueprints}
 
-def content_hash(secret_type: str, data: Mapping[str, str] | None) -> str:
-    """sha256 over the type and the data (base64 values as the API returns them), key order ignored."""
-    canonical = json.dumps(
-        {"type": secret_type, "data": dict(data or {})}, sort_keys=True, separators=(",", ":")
-    )
+    def spec(self, ref: BlueprintRef) -> BlueprintSpec:
+        """The blueprint's configuration; one with every default when it is not configured."""
+        return self._specs.get(ref) or BlueprintSpec(ref)
+
+    @functools.cached_property
+    def sources(self) -> frozenset[tuple[Kind, str, str]]:
+        """(kind, namespace, name) of every blueprint: objects no copy may ever be."""
+        return frozenset((spec.ref.kind, spec.ref.namespace, spec.ref.name) for spec in self.blueprints)
+
+    @functools.cached_property
+    def selectors(self) -> tuple[LabelSelector, ...]:
+        """The global selector and every blueprint's own."""
+        own = (spec.selector for spec in self.blueprints if spec.selector is not None)
+        return (self.selector, *own)
+
+
+#: Why a namespace is not a target, as ``check`` and the metrics name it.
+ExclusionRule = Literal["terminating", "home", "source", "opt_out", "exclude", "include", "selector"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exclusion:
+    """Which rule keeps a namespace from being a blueprint's target, and the sentence that says so."""
+
+    rule: ExclusionRule
+    detail: str
+
+
+def content_hash(
+    secret_type: str, data: Mapping[str, str] | None, binary_data: Mapping[str, str] | None = None
+) -> str:
+    """sha256 over the type and the data (values as the API returns them), key order ignored.
+
+    A Secret's is over its type and data (base64); a ConfigMap's (type "") over data and
+    binaryData. Compared in memory only, never written anywhere.
+    """
+    content: dict[str, Any] = {"type": secret_type, "data": dict(data or {})}
+    if binary_data:
+        content["binaryData"] = dict(binary_data)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def object_hash(kind: Kind, obj: Mapping[str, Any]) -> str:
+    """:func:`content_hash` of a Secret or ConfigMap as the API returns it."""
+    if kind is Kind.CONFIG_MAP:
+        return content_hash("", obj.get("data") or {}, obj.get("binaryData") or {})
+    return content_hash(obj.get("type") or "Opaque", obj.get("data") or {})
 
 
 def refusal(blueprint: Blueprint) -> str | None:
     """Why a blueprint must not be copied at all, or None."""
-    if blueprint.type == SERVICE_ACCOUNT_TOKEN_TYPE:
+    if blueprint.ref.kind is Kind.SECRET and blueprint.type == SERVICE_ACCOUNT_TOKEN_TYPE:
         return (
             "service-account-token Secrets are bound to one ServiceAccount in one namespace; "
             "a copy would be a credential the cluster neither issued nor revokes"
@@ -133,19 +180,44 @@ def refusal(blueprint: Blueprint) -> str | None:
     return None
 
 
+def excluded_by(policy: Policy, ref: BlueprintRef, namespace: NamespaceInfo) -> Exclusion | None:
+    """Which rule keeps ``namespace`` from being a target of blueprint ``ref``, or None.
+
+    A blueprint's own option wins over the global setting; the detail says which one applied.
+    """
+    spec = policy.spec(ref)
+    if namespace.terminating:
+        return Exclusion("terminating", "namespace is terminating")
+    if namespace.name == ref.namespace:
+        return Exclusion("home", "home namespace of the blueprint")
+    if (ref.kind, namespace.name, spec.target) in policy.sources:
+        return Exclusion(
+            "source", f"the copy would be the blueprint {ref.kind} {namespace.name}/{spec.target} itself"
+        )
+    if namespace.labels.get(EXCLUDE_LABEL) == "true":
+        return Exclusion("opt_out", f"opted out with label {EXCLUDE_LABEL}=true")
+    if spec.exclude is not None:
+        if matches_any(namespace.name, spec.exclude):
+            return Exclusion("exclude", "matched by the blueprint's excludeNamespaces")
+    elif matches_any(namespace.name, policy.exclude):
+        return Exclusion("exclude", "matched by EXCLUDE_NAMESPACES")
+    if spec.include is not None:
+        if not matches_any(namespace.name, spec.include):
+            return Exclusion("include", "not matched by the blueprint's includeNamespaces")
+    elif not matches_any(namespace.name, policy.include):
+        return Exclusion("include", "not matched by INCLUDE_NAMESPACES")
+    if spec.selector is not None:
+        if not spec.selector.matches(namespace.labels):
+            return Exclusion("selector", "not matched by the blueprint's namespaceSelector")
+    elif not policy.selector.matches(namespace.labels):
+        return Exclusion("selector", "not matched by NAMESPACE_SELECTOR")
+    return None
+
+
 def exclusion(policy: Policy, ref: BlueprintRef, namespace: NamespaceInfo) -> str | None:
     """Why ``namespace`` is not a target of blueprint ``ref``, or None when it is one."""
-    if namespace.name == ref.namespace:
-        return "home namespace of the blueprint"
-    if namespace.labels.get(EXCLUDE_LABEL) == "true":
-        return f"opted out with label {EXCLUDE_LABEL}=true"
-    if matches_any(namespace.name, policy.exclude):
-        return "matched by EXCLUDE_NAMESPACES"
-    if not matches_any(namespace.name, policy.include):
-        return "not matched by INCLUDE_NAMESPACES"
-    if not policy.selector.matches(namespace.labels):
-        return "not matched by NAMESPACE_SELECTOR"
-    return None
+    found = excluded_by(policy, ref, namespace)
+    return found.detail if found else None
 
 
 def is_ours(copy: CopyInfo, ref: BlueprintRef) -> bool:
@@ -168,7 +240,8 @@ def relevant_namespace_labels(labels: Mapping[str, str], policy: Policy) -> dict
 
     Caches keep only these, so memory does not grow with labels nobody selects on.
     """
-    keys = {requirement.key for requirement in policy.selector.requirements} | {EXCLUDE_LABEL}
+    keys = {requirement.key for selector in policy.selectors for requirement in selector.requirements}
+    keys.add(EXCLUDE_LABEL)
     return {key: value for key, value in labels.items() if key in keys}
 
 
@@ -235,20 +308,26 @@ def stale_metadata(copy: CopyInfo, marks: Marks) -> tuple[set[str], set[str]]:
     }
 
 
-def desired_secret(blueprint: Blueprint, namespace: str, marks: Marks) -> dict[str, Any]:
-    """The full Secret object a copy in ``namespace`` must be."""
+def desired_object(blueprint: Blueprint, namespace: str, marks: Marks, *, name: str = "") -> dict[str, Any]:
+    """The full Secret or ConfigMap a copy named ``name`` (default: the source's) in ``namespace`` must be."""
     body: dict[str, Any] = {
         "apiVersion": "v1",
-        "kind": "Secret",
+        "kind": str(blueprint.ref.kind),
         "metadata": {
-            "name": blueprint.ref.name,
+            "name": name or blueprint.ref.name,
             "namespace": namespace,
             "labels": dict(marks.labels),
             "annotations": dict(marks.annotations),
         },
-        "type": blueprint.type,
-        "data": dict(blueprint.data),
     }
+    if blueprint.ref.kind is Kind.SECRET:
+        body["type"] = blueprint.type
+        body["data"] = dict(blueprint.data)
+    else:
+        if blueprint.data:
+            body["data"] = dict(blueprint.data)
+        if blueprint.binary_data:
+            body["binaryData"] = dict(blueprint.binary_data)
     if blueprint.immutable:
         body["immutable"] = True
     return body
@@ -291,6 +370,10 @@ def _merge_patch(copy: CopyInfo, blueprint: Blueprint, marks: Marks, *, data_cha
         data: dict[str, str | None] = dict.fromkeys(copy.data_keys - blueprint.data.keys())
         data.update(blueprint.data)
         patch["data"] = data
+        if blueprint.ref.kind is Kind.CONFIG_MAP and (copy.binary_keys or blueprint.binary_data):
+            binary: dict[str, str | None] = dict.fromkeys(copy.binary_keys - blueprint.binary_data.keys())
+            binary.update(blueprint.binary_data)
+            patch["binaryData"] = binary
     if copy.immutable != blueprint.immutable:
         patch["immutable"] = True if blueprint.immutable else None
     return patch
@@ -304,7 +387,7 @@ def _needs_replace(copy: CopyInfo, blueprint: Blueprint, differences: list[str])
             "and the type of a Secret cannot be changed in place"
         )
     if copy.immutable and ("data" in differences or "immutable" in differences):
-        return "the existing Secret is immutable"
+        return f"the existing {blueprint.ref.kind} is immutable"
     return None
 
 
@@ -322,17 +405,17 @@ def _write_for(
         return Action(
             kind=ActionKind.REPLACE,
             namespace=namespace,
-            name=blueprint.ref.name,
+            name=copy.name,
             blueprint=blueprint.ref,
             reason=f"{why}; {replace_reason}",
-            body=desired_secret(blueprint, namespace, marks),
+            body=desired_object(blueprint, namespace, marks, name=copy.name),
             resource_version=copy.resource_version,
             hash=blueprint.hash,
         )
     return Action(
         kind=ActionKind.UPDATE,
         namespace=namespace,
-        name=blueprint.ref.name,
+        name=copy.name,
         blueprint=blueprint.ref,
         reason=why,
         body=_merge_patch(copy, blueprint, marks, data_changes="data" in differences),
@@ -368,13 +451,13 @@ def _missing_blueprint(
             f"blueprint does not exist; the running operator prunes the copy {grace:g} s after it "
             "sees the blueprint missing, unless it returns"
         )
-        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail), None
+        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail, name=copy.name), None
     if missing_for < grace:
         left = grace - missing_for
         detail = f"blueprint does not exist; the copy is pruned in {math.ceil(left)} s unless it returns"
-        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail, prune_in=left), None
+        return Row(ref, namespace, CopyState.BLUEPRINT_MISSING, detail, prune_in=left, name=copy.name), None
     why = f"blueprint missing for {missing_for:.0f} s (PRUNE_GRACE_SECONDS={grace:g})"
-    return Row(ref, namespace, CopyState.ORPHANED, why), _delete(copy, ref, f"pruned: {why}")
+    return Row(ref, namespace, CopyState.ORPHANED, why, name=copy.name), _delete(copy, ref, f"pruned: {why}")
 
 
 def _without_legacy_digest(copy: CopyInfo, ref: BlueprintRef) -> Action:
@@ -420,10 +503,36 @@ def plan_pair(
         and LEGACY_HASH_ANNOTATION in copy.annotations
         and not namespace.terminating
         and namespace.name != ref.namespace
+        and (ref.kind, namespace.name, copy.name) not in policy.sources
         and is_ours(copy, ref)
     ):
         action = _without_legacy_digest(copy, ref)
     return row, action
+
+
+def plan_renamed(
+    policy: Policy, ref: BlueprintRef, namespace: NamespaceInfo, copy: CopyInfo
+) -> tuple[Row, Action | None] | None:
+    """The operator's copy under one of the blueprint's earlier target names (``previousTargetNames``).
+
+    It no longer follows the blueprint: reported as stale, deleted only with PRUNE. Whatever is
+    under that name and not the operator's copy of this blueprint is none of its business (None).
+    """
+    if (
+        namespace.terminating
+        or namespace.name == ref.namespace
+        or (ref.kind, namespace.name, copy.name) in policy.sources
+        or not is_ours(copy, ref)
+    ):
+        return None
+    target = policy.spec(ref).target
+    detail = f"named {copy.name!r}, an earlier target name of the blueprint (now {target!r})"
+    if policy.prune:
+        return Row(ref, namespace.name, CopyState.ORPHANED, detail, name=copy.name, rule="renamed"), _delete(
+            copy, ref, f"pruned: {detail}"
+        )
+    stale = f"{detail}; it stays (PRUNE is off) and no longer follows the blueprint"
+    return Row(ref, namespace.name, CopyState.STALE, stale, name=copy.name, rule="renamed"), None
 
 
 def _plan_pair(
@@ -435,22 +544,28 @@ def _plan_pair(
     *,
     missing_for: float | None,
 ) -> tuple[Row, Action | None]:
-    def row(state: CopyState, detail: str = "") -> Row:
-        return Row(ref, namespace.name, state, detail)
+    target = policy.spec(ref).target
+
+    def row(state: CopyState, detail: str = "", rule: str = "") -> Row:
+        return Row(ref, namespace.name, state, detail, name=target, rule=rule)
 
     if namespace.terminating:
-        return row(CopyState.EXCLUDED, "namespace is terminating"), None
+        return row(CopyState.EXCLUDED, "namespace is terminating", "terminating"), None
     ours = copy is not None and is_ours(copy, ref)
-    excluded = exclusion(policy, ref, namespace)
+    excluded = excluded_by(policy, ref, namespace)
     if excluded is not None:
-        if copy is not None and ours and namespace.name != ref.namespace:
+        if copy is not None and ours and excluded.rule not in ("home", "source"):
             if policy.prune:
-                return row(CopyState.ORPHANED, excluded), _delete(copy, ref, f"pruned: namespace {excluded}")
+                return row(CopyState.ORPHANED, excluded.detail, excluded.rule), _delete(
+                    copy, ref, f"pruned: namespace {excluded.detail}"
+                )
             return row(
                 CopyState.STALE,
-                f"{excluded}; the copy made earlier stays (PRUNE is off) and no longer follows the blueprint",
+                f"{excluded.detail}; the copy made earlier stays (PRUNE is off) and no longer follows "
+                "the blueprint",
+                excluded.rule,
             ), None
-        return row(CopyState.EXCLUDED, excluded), None
+        return row(CopyState.EXCLUDED, excluded.detail, excluded.rule), None
     if blueprint is None:
         if copy is not None and ours and policy.prune:
             return _missing_blueprint(policy, ref, namespace.name, copy, missing_for)
@@ -463,18 +578,20 @@ def _plan_pair(
         return row(CopyState.MISSING), Action(
             kind=ActionKind.CREATE,
             namespace=namespace.name,
-            name=ref.name,
+            name=target,
             blueprint=ref,
             reason="copy missing",
-            body=desired_secret(blueprint, namespace.name, marks),
+            body=desired_object(blueprint, namespace.name, marks, name=target),
             hash=blueprint.hash,
         )
     differences = _differences(copy, blueprint, marks)
     if not ours:
-        detail = "a Secret with this name exists and was not created by secrets-operator"
+        detail = f"a {ref.kind} with this name exists and was not created by secrets-operator"
         if copy.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
             source = copy.annotations.get(SOURCE_ANNOTATION, "")
-            detail = f"a Secret with this name is managed by secrets-operator for another source {source!r}"
+            detail = (
+                f"a {ref.kind} with this name is managed by secrets-operator for another source {source!r}"
+            )
         if policy.conflict_policy == "adopt":
             unadoptable = _needs_replace(copy, blueprint, differences)
             if unadoptable is not None:
@@ -482,7 +599,7 @@ def _plan_pair(
                 return row(
                     CopyState.CONFLICT,
                     f"{detail}; not adopted: {unadoptable}, and secrets-operator never deletes "
-                    "a Secret it does not own (delete it, and the copy is created)",
+                    f"a {ref.kind} it does not own (delete it, and the copy is created)",
                 ), None
             # Every field is rewritten, whatever the comparison says: the markers are missing anyway.
             return row(CopyState.CONFLICT, detail + "; adopting it"), _write_for(
@@ -503,13 +620,14 @@ def plan_namespace(
     namespace: NamespaceInfo | None,
     name: str,
     blueprints: Mapping[BlueprintRef, Blueprint | None],
-    copies: Mapping[str, CopyInfo],
+    copies: Mapping[tuple[Kind, str], CopyInfo],
     missing_for: Mapping[BlueprintRef, float] | None = None,
 ) -> NamespacePlan:
     """Rows and writes for every configured blueprint in one namespace.
 
+    ``copies`` holds the objects in the namespace named like a copy, by kind and name.
     ``namespace`` is None when the namespace is not (or no longer) in the cache: then nothing is
-    written, since its Secrets are being deleted with it. ``missing_for`` holds, for blueprints
+    written, since its objects are being deleted with it. ``missing_for`` holds, for blueprints
     that do not exist, how many seconds they have been seen missing (absent: unknown).
     """
     if namespace is None:
@@ -517,16 +635,24 @@ def plan_namespace(
     rows: list[Row] = []
     actions: list[Action] = []
     for ref, blueprint in sorted(blueprints.items(), key=lambda item: item[0]):
+        spec = policy.spec(ref)
         row, action = plan_pair(
             policy,
             ref,
             blueprint,
             namespace,
-            copies.get(ref.name),
+            copies.get((ref.kind, spec.target)),
             missing_for=(missing_for or {}).get(ref),
         )
         rows.append(row)
         if action is not None:
             actions.append(action)
+        for earlier in spec.names[1:]:
+            copy = copies.get((ref.kind, earlier))
+            found = plan_renamed(policy, ref, namespace, copy) if copy is not None else None
+            if found is not None:
+                rows.append(found[0])
+                if found[1] is not None:
+                    actions.append(found[1])
     waits = [row.prune_in for row in rows if row.prune_in is not None]
     return NamespacePlan(name, tuple(rows), tuple(actions), min(waits) if waits else None)

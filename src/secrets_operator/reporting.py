@@ -1,4 +1,9 @@
-"""Aggregating problems into one Event per blueprint and reason, instead of one per namespace.
+"""Reporting: the copies gauge, and problems as one Event per blueprint and reason.
+
+:class:`Reporter` follows the state of every blueprint × namespace pair as plans are made: it
+keeps the ``secrets_operator_copies`` and ``secrets_operator_excluded_namespaces`` gauges, logs a
+pair that turns bad once, and feeds the digest below; the Events it records are sent by the
+recorder in the background, off the write path.
 
 A Secret named like a blueprint in 5,000 namespaces is 5,000 conflicts; a webhook that refuses
 every write fails 5,000 namespaces. One Event each would be 5,000 requests on the writes' rate
@@ -6,16 +11,21 @@ budget and 5,000 objects in etcd, and nobody reads them. The digest collects the
 turned bad during a short window and yields one summary per blueprint and reason, with a count and
 a few example namespaces; the controller turns each into one Event on the blueprint.
 
-Pure: it knows blueprint references and names, never Secret data, and nothing of the API.
+The digest is pure: it knows blueprint references and names, never data, and nothing of the API.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 
-from secrets_operator.model import BlueprintRef
+from secrets_operator import metrics
+from secrets_operator.kube.events import EventRecorder, ObjectRef
+from secrets_operator.model import Blueprint, BlueprintRef, CopyState, NamespacePlan, Row
+
+log = logging.getLogger(__name__)
 
 #: Example namespaces named in one summary.
 EXAMPLES = 3
@@ -76,3 +86,118 @@ class Digest:
 
     def clear(self) -> None:
         self._batches.clear()
+
+
+#: Within one namespace: a blueprint and the copy's name (its target, or an earlier one).
+_Pair = tuple[BlueprintRef, str]
+_State = tuple[CopyState, str]  # the state and the rule that excluded the namespace ("" if none)
+
+
+class Reporter:
+    """The gauges of pair states, and problems turned into aggregated Warning Events."""
+
+    def __init__(
+        self,
+        events: EventRecorder,
+        *,
+        blueprint: Callable[[BlueprintRef], Blueprint | None],
+        window: float = 10.0,
+    ) -> None:
+        self.events = events
+        self._blueprint = blueprint
+        self.digest = Digest(window=window)
+        # namespace -> pair -> state: what the gauges count. Keys and states are shared tuples.
+        self.states: dict[str, dict[_Pair, _State]] = {}
+        self.counts: dict[tuple[BlueprintRef, CopyState], int] = {}
+        self.excluded: dict[tuple[BlueprintRef, str], int] = {}
+        self._shared: dict[tuple[object, str], tuple[object, str]] = {}
+
+    def reset(self) -> None:
+        """Start a leadership term with clean gauges (a standby's would go stale)."""
+        self.states.clear()
+        self.counts.clear()
+        self.excluded.clear()
+        self.digest.clear()
+        metrics.COPIES.clear()
+        metrics.EXCLUDED.clear()
+
+    def _share(self, item: tuple[object, str]) -> tuple[object, str]:
+        return self._shared.setdefault(item, item)
+
+    def plan(self, plan: NamespacePlan) -> None:
+        """Track the plan's states; log and collect a problem when a pair turns bad.
+
+        Costs the namespace's rows, whatever the number of namespaces. A pair without a row
+        (the namespace is gone, or a stale copy under an earlier name was deleted) is forgotten.
+        """
+        before = self.states.pop(plan.namespace, {})
+        after: dict[_Pair, _State] = {}
+        for row in plan.rows:
+            pair: _Pair = self._share((row.blueprint, row.name))  # type: ignore[assignment]
+            current: _State = self._share((row.state, row.rule))  # type: ignore[assignment]
+            after[pair] = current
+            previous = before.pop(pair, None)
+            if previous == current:
+                continue
+            self._count(row.blueprint, previous, -1)
+            self._count(row.blueprint, current, +1)
+            if row.state in (CopyState.CONFLICT, CopyState.REFUSED) and (
+                previous is None or previous[0] != row.state
+            ):
+                self._problem(row)
+        for (ref, _), state in before.items():
+            self._count(ref, state, -1)
+        if after:
+            self.states[plan.namespace] = after
+
+    def _count(self, ref: BlueprintRef, state: _State | None, delta: int) -> None:
+        if state is None:
+            return
+        key = (ref, state[0])
+        self.counts[key] = self.counts.get(key, 0) + delta
+        metrics.COPIES.labels(blueprint=str(ref), kind=str(ref.kind), state=str(state[0])).set(
+            self.counts[key]
+        )
+        if state[1]:
+            rule = (ref, state[1])
+            self.excluded[rule] = self.excluded.get(rule, 0) + delta
+            metrics.EXCLUDED.labels(blueprint=str(ref), kind=str(ref.kind), rule=state[1]).set(
+                self.excluded[rule]
+            )
+
+    def _problem(self, row: Row) -> None:
+        conflict = row.state == CopyState.CONFLICT
+        log.warning(
+            "copy not written" if conflict else "blueprint refused",
+            extra={
+                "blueprint": str(row.blueprint),
+                "kind": str(row.blueprint.kind),
+                "namespace": row.namespace,
+                "copy": row.name,
+                "state": str(row.state),
+                "detail": row.detail,
+            },
+        )
+        self.digest.add(row.blueprint, "Conflict" if conflict else "Refused", row.namespace, row.detail)
+
+    def failing(self, ref: BlueprintRef, namespace: str, detail: str) -> None:
+        self.digest.add(ref, "ReplicationFailing", namespace, detail)
+
+    def emit_due(self) -> None:
+        """One Warning Event on the blueprint per reason whose window has passed."""
+        for summary in self.digest.due():
+            if summary.reason == "Conflict":
+                note = f"{summary.namespaces()} newly in conflict: {summary.detail}"
+            elif summary.reason == "Refused":
+                note = f"not copied to {summary.namespaces()}: {summary.detail}"
+            else:
+                note = f"{summary.namespaces()}: {summary.detail}"
+            ref = summary.blueprint
+            blueprint = self._blueprint(ref)
+            self.events.emit(
+                ObjectRef("v1", str(ref.kind), ref.namespace, ref.name, blueprint.uid if blueprint else ""),
+                type="Warning",
+                reason=summary.reason,
+                action="Replicate",
+                note=note,
+            )

@@ -1,24 +1,30 @@
 """Configuration from environment variables (prefix ``SECRETS_OPERATOR_``), validated at start.
 
-Every variable is parsed here, once: lists of globs, the ``namespace/name`` blueprint references,
-the label selector and the leader-election timings. A bad value is a :class:`ConfigError` whose
-message names the variable and what is wrong, and the command line turns it into exit status 2
-with that one line. Nothing here reads Secrets or talks to the cluster.
+Every variable is parsed here, once: lists of globs, the blueprints, the label selector and the
+leader-election timings. ``BLUEPRINTS`` is either today's comma-separated ``namespace/name`` list
+or a JSON list whose items are such strings or objects with per-blueprint options (kind, copy
+name, targeting, earlier copy names); both become :class:`~secrets_operator.planning.BlueprintSpec`,
+and two blueprints that would write the same object are refused here, before anything starts.
+A bad value is a :class:`ConfigError` whose message names the variable and what is wrong (for a
+blueprint, also the item's number and the item, cut short), and the command line turns it into
+exit status 2 with that one line. Nothing here reads Secrets or talks to the cluster.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from secrets_operator.model import BlueprintRef
+from secrets_operator.model import BlueprintRef, Kind
 from secrets_operator.planning import BlueprintSpec, Policy
 from secrets_operator.selectors import LabelSelector, parse_label_selector
 
@@ -40,21 +46,251 @@ def _split(value: Any) -> Any:
 
 def _check_namespace(name: str, what: str) -> None:
     if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
-        raise ValueError(f"{what} {name!r} is not a valid namespace name (lowercase DNS label)")
+        raise ValueError(f"{what} {_quote(name)} is not a valid namespace name (lowercase DNS label)")
 
 
 def _check_secret_name(name: str) -> None:
+    _check_object_name(name, Kind.SECRET)
+
+
+def _check_object_name(name: str, kind: Kind) -> None:
     if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ValueError(f"{name!r} is not a valid Secret name (lowercase DNS subdomain)")
+        raise ValueError(f"{_quote(name)} is not a valid {kind} name (lowercase DNS subdomain)")
 
 
-def parse_blueprint(text: str) -> BlueprintRef:
+def parse_blueprint(text: str, kind: Kind = Kind.SECRET) -> BlueprintRef:
+    """``namespace/name`` as the reference to a blueprint of ``kind``; ValueError if malformed."""
     namespace, slash, name = text.partition("/")
     if not slash or not namespace or not name or "/" in name:
-        raise ValueError(f"{text!r} is not of the form namespace/name")
+        raise ValueError(f"{_quote(text)} is not of the form namespace/name")
     _check_namespace(namespace, "namespace")
-    _check_secret_name(name)
-    return BlueprintRef(namespace, name)
+    _check_object_name(name, kind)
+    return BlueprintRef(namespace, name, kind)
+
+
+# -- SECRETS_OPERATOR_BLUEPRINTS
+
+#: The keys of a blueprint object in the JSON form, in the order the documentation lists them.
+BLUEPRINT_KEYS = (
+    "source",
+    "kind",
+    "targetName",
+    "namespaceSelector",
+    "includeNamespaces",
+    "excludeNamespaces",
+    "previousTargetNames",
+)
+#: How much of an item (or of a value in it) an error message shows: the variable may be huge.
+_SHOWN = 120
+
+
+def _cut(text: str, limit: int = _SHOWN) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quote(text: str) -> str:
+    """``repr`` (one line: newlines and other separators are escaped), cut short."""
+    return _cut(repr(text))
+
+
+def _show(value: Any) -> str:
+    """A blueprint item as error messages show it: JSON, ASCII-escaped (so one line), cut short."""
+    try:
+        return _cut(json.dumps(value, default=str))
+    except ValueError:  # a circular structure, from code
+        return _cut(repr(value))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _got(value: Any) -> str:
+    """``a list ["a"]``, ``a number 7``, ``null``: what a value of the wrong type was."""
+    if value is None or isinstance(value, bool):
+        return _show(value)
+    return f"{_json_type(value)} {_show(value)}"
+
+
+def _blueprint_items(value: str) -> list[Any]:
+    """The items of the variable: a JSON list when it starts with ``[``, else comma-separated."""
+    if value.lstrip().startswith("{"):
+        raise ValueError("the JSON form is a list: put the objects in [ ]")
+    if not value.lstrip().startswith("["):
+        return list(_split(value))
+    try:
+        items = json.loads(value)  # positions in errors are those of the variable as set
+    except json.JSONDecodeError as exc:
+        near = value[max(0, exc.pos - 20) : exc.pos + 20]
+        raise ValueError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos}), "
+            f"near {_quote(near)}"
+        ) from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    if not isinstance(items, list):  # cannot happen after "[", but json.loads is typed Any
+        raise ValueError(f"must be a JSON list, got {_json_type(items)}")
+    return items
+
+
+def _string(item: Mapping[str, Any], key: str) -> str:
+    value = item[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {_got(value)}")
+    return value
+
+
+def _strings(item: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
+    value = item[key]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{key} must be a list of {what}, got {_got(value)}")
+    for number, element in enumerate(value, 1):
+        if not isinstance(element, str):
+            raise ValueError(f"{key} element {number} must be a string, got {_got(element)}")
+    return tuple(value)
+
+
+def _globs(item: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    if key not in item:
+        return None
+    globs = _strings(item, key, "globs")
+    for glob in globs:
+        if not glob or glob != glob.strip():
+            raise ValueError(
+                f"{key} glob {_quote(glob)} is empty or has spaces around it, so it matches no namespace"
+            )
+    return globs
+
+
+def _blueprint_object(item: Mapping[str, Any]) -> BlueprintSpec:
+    """The JSON form's object: every key checked for its type and value, unknown keys refused."""
+    unknown = [key for key in item if key not in BLUEPRINT_KEYS]
+    if unknown:
+        keys = _cut(", ".join(repr(key) for key in unknown))
+        raise ValueError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {keys} (allowed: {', '.join(BLUEPRINT_KEYS)})"
+        )
+    if "source" not in item:
+        raise ValueError('source is required (the blueprint\'s "namespace/name")')
+    kind = Kind.SECRET
+    if "kind" in item:
+        value = item["kind"]
+        if not isinstance(value, str) or value not in {k.value for k in Kind}:
+            raise ValueError(f'kind must be "Secret" or "ConfigMap", got {_show(value)}')
+        kind = Kind(value)
+    source = _string(item, "source")
+    try:
+        ref = parse_blueprint(source, kind)
+    except ValueError as exc:
+        raise ValueError(f"source: {exc}") from None
+    target = ""
+    if "targetName" in item:
+        target = _string(item, "targetName")
+        try:
+            _check_object_name(target, kind)
+        except ValueError as exc:
+            raise ValueError(f"targetName: {exc}") from None
+    selector = None
+    if "namespaceSelector" in item:
+        text = _string(item, "namespaceSelector")
+        try:
+            selector = parse_label_selector(text)
+        except ValueError as exc:  # its message quotes the whole selector
+            raise ValueError(f"namespaceSelector: {str(exc).replace(repr(text), _quote(text))}") from None
+    include = _globs(item, "includeNamespaces")
+    if include == ():
+        raise ValueError(
+            "includeNamespaces is empty, so no namespace would ever be a target of this blueprint; "
+            'use ["*"] for all, or leave the key out for the global setting'
+        )
+    exclude = _globs(item, "excludeNamespaces")
+    previous: tuple[str, ...] = ()
+    if "previousTargetNames" in item:
+        previous = _strings(item, "previousTargetNames", "names")
+        for name in previous:
+            try:
+                _check_object_name(name, kind)
+            except ValueError as exc:
+                raise ValueError(f"previousTargetNames: {exc}") from None
+    current = target or ref.name
+    return BlueprintSpec(
+        ref,
+        target_name=target,
+        selector=selector,
+        include=include,
+        exclude=exclude,
+        # the current name is no earlier name; repeats say nothing more
+        previous_target_names=tuple(dict.fromkeys(name for name in previous if name != current)),
+    )
+
+
+def _blueprint_spec(item: Any) -> BlueprintSpec:
+    if isinstance(item, BlueprintSpec):  # from code
+        return item
+    if isinstance(item, BlueprintRef):  # from code
+        return BlueprintSpec(item)
+    if isinstance(item, str):
+        return BlueprintSpec(parse_blueprint(item))
+    if isinstance(item, Mapping):
+        return _blueprint_object(item)
+    raise ValueError(f'must be a "namespace/name" string or an object, got {_json_type(item)}')
+
+
+def _claim(number: int, spec: BlueprintSpec, name: str) -> str:
+    """``item 2 (Secret auth/htpasswd)``, saying so when ``name`` is one of its earlier copy names."""
+    earlier = ", through previousTargetNames" if name != spec.target else ""
+    return f"item {number} ({spec.ref.describe()}{earlier})"
+
+
+def parse_blueprints(value: str | list[Any] | tuple[Any, ...]) -> tuple[BlueprintSpec, ...]:
+    """Every configured blueprint, once, in order; ValueError (one line, naming the item) if not.
+
+    Refused: malformed items; one blueprint (kind and source) configured twice with different
+    options (identical repeats are dropped); and two blueprints whose copies would be the same
+    object, i.e. of the same kind with a name in common among their target and earlier names.
+    """
+    items = _blueprint_items(value) if isinstance(value, str) else list(value)
+    if not items:
+        raise ValueError("at least one blueprint is required, as namespace/name or a JSON list")
+    numbered: list[tuple[int, BlueprintSpec]] = []
+    first: dict[BlueprintRef, tuple[int, BlueprintSpec]] = {}
+    for number, item in enumerate(items, 1):
+        try:
+            spec = _blueprint_spec(item)
+        except ValueError as exc:
+            shown = "" if isinstance(item, str) else f" {_show(item)}"  # a string's message quotes it
+            raise ValueError(f"item {number}{shown}: {exc}") from None
+        seen = first.setdefault(spec.ref, (number, spec))
+        if seen[0] == number:
+            numbered.append((number, spec))
+        elif seen[1] != spec:
+            raise ValueError(
+                f"item {seen[0]} and item {number} configure the same blueprint ({spec.ref.describe()}) "
+                "with different options; configure each blueprint once"
+            )
+    owners: dict[tuple[Kind, str], tuple[int, BlueprintSpec]] = {}
+    for number, spec in numbered:
+        for name in spec.names:
+            other_number, other = owners.setdefault((spec.ref.kind, name), (number, spec))
+            if other_number != number:
+                raise ValueError(
+                    f"{_claim(other_number, other, name)} and {_claim(number, spec, name)} would both own "
+                    f"{spec.ref.kind}s named {_quote(name)}: two blueprints must not share a copy name, "
+                    "or they would fight over the same copies"
+                )
+    return tuple(spec for _, spec in numbered)
 
 
 Globs = Annotated[tuple[str, ...], NoDecode]
@@ -68,22 +304,28 @@ class Settings(BaseSettings):
     )
 
     blueprints: Annotated[tuple[BlueprintSpec, ...], NoDecode] = Field(
-        description="Comma-separated `namespace/name` of the blueprint Secrets (required).",
+        description="The blueprints (required): comma-separated `namespace/name` of Secrets, or a JSON list "
+        "whose items are such strings or objects with per-blueprint options: `source` (`namespace/name`), "
+        "`kind` (`Secret` or `ConfigMap`), `targetName`, `namespaceSelector`, `includeNamespaces`, "
+        "`excludeNamespaces`, `previousTargetNames` (see docs/configuration.md).",
         json_schema_extra={"example": "auth/htpasswd,registry/pull-secret"},
     )
     namespace_selector: Annotated[LabelSelector, NoDecode] = Field(
         default_factory=LabelSelector,
-        description="Label selector (kubectl syntax) for target namespaces; empty selects all.",
+        description="Label selector (kubectl syntax) for target namespaces; empty selects all. "
+        "A blueprint's own `namespaceSelector` replaces it.",
         json_schema_extra={"example": "env in (dev,prod),!legacy", "default_text": "(empty: all)"},
     )
     include_namespaces: Globs = Field(
         default=("*",),
-        description="Comma-separated globs matched against the whole namespace name; only these are targets.",
+        description="Comma-separated globs matched against the whole namespace name; only these are targets. "
+        "A blueprint's own `includeNamespaces` replaces it.",
         json_schema_extra={"example": "team-*,shared"},
     )
     exclude_namespaces: Globs = Field(
         default=("kube-system", "kube-public", "kube-node-lease"),
-        description="Comma-separated globs of namespaces that are never targets.",
+        description="Comma-separated globs of namespaces that are never targets. "
+        "A blueprint's own `excludeNamespaces` replaces it.",
         json_schema_extra={"example": "kube-*,openshift-*"},
     )
     conflict_policy: Literal["skip", "adopt"] = Field(
@@ -215,26 +457,8 @@ class Settings(BaseSettings):
     @field_validator("blueprints", mode="before")
     @classmethod
     def _parse_blueprints(cls, value: Any) -> Any:
-        value = _split(value)
-        if (
-            isinstance(value, tuple | list)
-            and value
-            and all(isinstance(item, BlueprintRef) for item in value)
-        ):
-            return tuple(BlueprintSpec(ref) for ref in dict.fromkeys(value))  # from code, not the environment
-        if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
-            if not value:
-                raise ValueError("at least one blueprint is required, as namespace/name")
-            refs = tuple(parse_blueprint(item) for item in value)
-            by_name: dict[str, BlueprintRef] = {}
-            for ref in refs:
-                other = by_name.setdefault(ref.name, ref)
-                if other != ref:
-                    raise ValueError(
-                        f"{other} and {ref} have the same name: copies are named after their blueprint, "
-                        "so two blueprints with one name would fight over the same copies"
-                    )
-            return tuple(BlueprintSpec(ref) for ref in dict.fromkeys(refs))
+        if isinstance(value, str | list | tuple):
+            return parse_blueprints(value)
         return value
 
     @field_validator("namespace_selector", mode="before")

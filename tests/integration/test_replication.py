@@ -828,7 +828,7 @@ async def test_check_reports_states_and_sync_once_repairs(scenario: Scenario) ->
         [sys.executable, "-m", "secrets_operator", "sync", "--once", "--dry-run"], env=env, check=False
     )
     assert dry.returncode == 0
-    assert f"would create {namespace}/{scenario.secret_name}" in dry.stdout.decode()
+    assert f"would create Secret {namespace}/{scenario.secret_name}" in dry.stdout.decode()
     assert await scenario.copy(namespace) is None
 
     applied = await anyio.run_process(

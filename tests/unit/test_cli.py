@@ -275,6 +275,7 @@ async def test_check_counts_a_stale_copy_against_exit_0_and_shows_it_with_proble
 ) -> None:
     from secrets_operator import cli as command
     from secrets_operator.model import BlueprintRef, CopyState, NamespacePlan, Row
+    from secrets_operator.planning import BlueprintSpec
 
     ref = BlueprintRef("auth", "htpasswd")
     rows = (
@@ -293,7 +294,7 @@ async def test_check_counts_a_stale_copy_against_exit_0_and_shows_it_with_proble
         return Snapshot(), _Kube()
 
     monkeypatch.setattr(command, "_snapshot", snapshot)
-    settings = Settings(blueprints=(ref,))
+    settings = Settings(blueprints=(BlueprintSpec(ref),))
     status = await command.check(settings, output="json", problems_only=problems_only)
     out, err = capsys.readouterr()
     shown = {(row["namespace"], row["state"]) for row in json.loads(out)}

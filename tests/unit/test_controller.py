@@ -23,12 +23,13 @@ from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator import controller as controller_module
 from secrets_operator import metrics
-from secrets_operator.controller import Controller, trim_blueprint
+from secrets_operator.controller import Controller
 from secrets_operator.kube.client import JSON, ApiError, Kube
-from secrets_operator.model import BlueprintRef, NamespaceInfo
+from secrets_operator.model import BlueprintRef, Kind, NamespaceInfo
 from secrets_operator.queue import WorkQueue
 from secrets_operator.reporting import Digest
 from secrets_operator.settings import load
+from secrets_operator.trimming import trim_blueprint
 from tests.support import wait_for
 
 AUTH = BlueprintRef("home", "auth")
@@ -92,10 +93,10 @@ class FakeApi(Kube):
 
     def _changed(self, namespace: str, name: str) -> None:
         assert self.controller is not None
-        informer = self.controller.copy_informers[name]
+        informer = self.controller.caches.copy_informers[(Kind.SECRET, name)]
         stored = self.secrets.get((namespace, name))
         old = informer.store.get(namespace)
-        new = self.controller.trimmer.copy(stored) if stored is not None else None
+        new = self.controller.caches.trimmer.copy(Kind.SECRET, stored) if stored is not None else None
         if new is None:
             informer.store.pop(namespace, None)
         else:
@@ -133,7 +134,7 @@ async def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
             "type": "Opaque",
             "data": {"key": base64.b64encode(ref.name.encode()).decode()},
         }
-        controller.blueprint_informers[ref].store[f"{ref}"] = trim_blueprint(ref, secret)
+        controller.caches.blueprint_informers[ref].store[f"{ref}"] = trim_blueprint(ref, secret)
     controller.namespaces.store["home"] = NamespaceInfo("home", {})
     for informer in controller.informers:
         informer.synced.set()
@@ -161,7 +162,9 @@ def conflicting(api: FakeApi, namespace: str, name: str) -> None:
     assert api.controller is not None
     secret = {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"}, "data": {}}
     api.secrets[(namespace, name)] = secret
-    api.controller.copy_informers[name].store[namespace] = api.controller.trimmer.copy(secret)
+    api.controller.caches.copy_informers[(Kind.SECRET, name)].store[namespace] = (
+        api.controller.caches.trimmer.copy(Kind.SECRET, secret)
+    )
 
 
 # -- backoff against a webhook that changes every write
@@ -172,7 +175,7 @@ async def test_a_webhook_that_changes_every_write_gets_a_few_writes_not_a_flood(
     event of each write re-queued the namespace at once: hundreds of writes."""
     add_namespaces(api, "team")
     api.mutate = nonce_webhook()
-    written_before = sample("secrets_operator_writes_total", action="update", result="error")
+    written_before = sample("secrets_operator_writes_total", kind="Secret", action="update", result="error")
 
     async with leading(api):
         await anyio.sleep(2.0)
@@ -181,7 +184,10 @@ async def test_a_webhook_that_changes_every_write_gets_a_few_writes_not_a_flood(
     # Two blueprints: each pass writes both copies (both are changed by the webhook).
     assert len(writes) <= 2 * 5, f"{len(writes)} writes in 2 s: the backoff was bypassed"
     assert len(writes) >= 2 * 3, "the namespace is still retried"
-    assert sample("secrets_operator_writes_total", action="update", result="error") > written_before
+    assert (
+        sample("secrets_operator_writes_total", kind="Secret", action="update", result="error")
+        > written_before
+    )
 
 
 # -- what a pass counts
@@ -214,7 +220,7 @@ async def test_a_throttled_write_is_not_a_success_and_keeps_the_backoff(
     assert queues[0].in_backoff("team"), "the namespace waits for Retry-After"
     assert sample("secrets_operator_reconciles_total", result="throttled") == throttled + 1
     assert sample("secrets_operator_reconciles_total", result="success") - success <= 1  # "home" only
-    assert sample("secrets_operator_writes_total", action="create", result="throttled") >= 1
+    assert sample("secrets_operator_writes_total", kind="Secret", action="create", result="throttled") >= 1
 
 
 async def test_a_write_answered_404_is_counted_as_not_found_not_as_a_conflict(api: FakeApi) -> None:
@@ -223,15 +229,21 @@ async def test_a_write_answered_404_is_counted_as_not_found_not_as_a_conflict(ap
         method="POST", path="x", status=404, reason="NotFound", message='namespaces "gone" not found'
     )
     api.fail = lambda method, path, body: missing if "/namespaces/gone/" in path else None
-    conflicts = sample("secrets_operator_writes_total", action="create", result="conflict")
-    not_found = sample("secrets_operator_writes_total", action="create", result="not_found")
+    conflicts = sample("secrets_operator_writes_total", kind="Secret", action="create", result="conflict")
+    not_found = sample("secrets_operator_writes_total", kind="Secret", action="create", result="not_found")
 
     async with leading(api):
         await wait_for(lambda: wrote(api, "gone"), timeout=5, what="a write into gone")
         await anyio.sleep(0.05)
 
-    assert sample("secrets_operator_writes_total", action="create", result="not_found") > not_found
-    assert sample("secrets_operator_writes_total", action="create", result="conflict") == conflicts
+    assert (
+        sample("secrets_operator_writes_total", kind="Secret", action="create", result="not_found")
+        > not_found
+    )
+    assert (
+        sample("secrets_operator_writes_total", kind="Secret", action="create", result="conflict")
+        == conflicts
+    )
 
 
 # -- Events
@@ -252,7 +264,7 @@ async def test_conflicts_in_many_namespaces_make_one_event_per_blueprint(api: Fa
     for name in names:
         conflicting(api, name, "auth")
     assert api.controller is not None
-    api.controller.digest = Digest(window=0.2)
+    api.controller.reporter.digest = Digest(window=0.2)
 
     async with leading(api):
         await anyio.sleep(1.5)  # a full pass, the window, the reporting tick, the send
@@ -274,7 +286,7 @@ async def test_replication_failing_is_recorded_only_on_the_blueprint_that_failed
     )
     monkeypatch.setattr(controller_module, "WorkQueue", functools.partial(WorkQueue, base_delay=0.01))
     assert api.controller is not None
-    api.controller.digest = Digest(window=0.1)
+    api.controller.reporter.digest = Digest(window=0.1)
 
     async with leading(api):
         await wait_for(lambda: posted(api, "ReplicationFailing"), timeout=10, what="ReplicationFailing")
@@ -286,7 +298,7 @@ async def test_replication_failing_is_recorded_only_on_the_blueprint_that_failed
 def test_a_new_leadership_term_forgets_the_problems_collected_in_an_earlier_one(api: FakeApi) -> None:
     """A standby's digest could be hours old: nothing of it may become an Event later."""
     assert api.controller is not None
-    api.controller.digest.add(AUTH, "Conflict", "team-a", "an old conflict")
-    api.controller._reset_states()
-    api.controller.digest.clock = lambda: float("inf")  # every window long over
-    assert api.controller.digest.due() == []
+    api.controller.reporter.digest.add(AUTH, "Conflict", "team-a", "an old conflict")
+    api.controller.reporter.reset()
+    api.controller.reporter.digest.clock = lambda: float("inf")  # every window long over
+    assert api.controller.reporter.digest.due() == []

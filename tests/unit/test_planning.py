@@ -23,6 +23,7 @@ from secrets_operator.model import (
     BlueprintRef,
     CopyInfo,
     CopyState,
+    Kind,
     NamespaceInfo,
     Row,
 )
@@ -232,7 +233,7 @@ def test_namespace_whose_copies_are_all_in_sync_gets_zero_writes() -> None:
         namespace=TARGET,
         name="team-a",
         blueprints={REF: first, OTHER_REF: second},
-        copies={"htpasswd": our_copy(first), "pull-secret": our_copy(second)},
+        copies={(Kind.SECRET, "htpasswd"): our_copy(first), (Kind.SECRET, "pull-secret"): our_copy(second)},
     )
     assert plan.actions == ()
     assert [row.state for row in plan.rows] == [CopyState.IN_SYNC, CopyState.IN_SYNC]
@@ -279,7 +280,10 @@ def test_copy_still_carrying_the_old_data_digest_annotation_loses_it_in_a_metada
     }
     # Once removed, the copy is in sync: no further write.
     removed = our_copy(source, annotations={"secrets-operator.io/source": "auth/htpasswd"})
-    assert plan_pair(Policy(), REF, source, TARGET, removed) == (Row(REF, "team-a", CopyState.IN_SYNC), None)
+    assert plan_pair(Policy(), REF, source, TARGET, removed) == (
+        Row(REF, "team-a", CopyState.IN_SYNC, name="htpasswd"),
+        None,
+    )
 
 
 LEGACY_MARKS = {"secrets-operator.io/source": "auth/htpasswd", "secrets-operator.io/source-hash": "e" * 64}
@@ -639,7 +643,7 @@ def test_a_zero_grace_prunes_at_once() -> None:
 
 def test_namespace_is_planned_again_when_the_first_prune_grace_ends() -> None:
     first, second = blueprint(), blueprint(ref=OTHER_REF)
-    copies = {"htpasswd": our_copy(first), "pull-secret": our_copy(second)}
+    copies = {(Kind.SECRET, "htpasswd"): our_copy(first), (Kind.SECRET, "pull-secret"): our_copy(second)}
     policy = Policy(prune=True, prune_grace_seconds=60)
     plan = plan_namespace(
         policy,
@@ -788,7 +792,7 @@ def test_namespace_plan_covers_every_blueprint_in_order_with_only_needed_writes(
         namespace=TARGET,
         name="team-a",
         blueprints={OTHER_REF: second, REF: first},
-        copies={"htpasswd": our_copy(first)},
+        copies={(Kind.SECRET, "htpasswd"): our_copy(first)},
     )
     assert [(row.blueprint, row.state) for row in plan.rows] == [
         (REF, CopyState.IN_SYNC),
@@ -804,7 +808,7 @@ def test_namespace_gone_from_the_cache_gets_no_writes() -> None:
         namespace=None,
         name="team-a",
         blueprints={REF: source},
-        copies={"htpasswd": our_copy(source)},
+        copies={(Kind.SECRET, "htpasswd"): our_copy(source)},
     )
     assert plan.namespace == "team-a"
     assert plan.rows == ()
@@ -836,8 +840,12 @@ def test_action_repr_never_shows_data(drift: str) -> None:
     source = blueprint(data={"password": b64(CANARY)})
     copies = {
         "missing": {},
-        "data": {"htpasswd": our_copy(source, data_hash=content_hash("Opaque", {}), data_keys=frozenset())},
-        "type": {"htpasswd": our_copy(source, type="kubernetes.io/basic-auth")},
+        "data": {
+            (Kind.SECRET, "htpasswd"): our_copy(
+                source, data_hash=content_hash("Opaque", {}), data_keys=frozenset()
+            )
+        },
+        "type": {(Kind.SECRET, "htpasswd"): our_copy(source, type="kubernetes.io/basic-auth")},
     }[drift]
     plan = plan_namespace(Policy(), namespace=TARGET, name="team-a", blueprints={REF: source}, copies=copies)
     (action,) = plan.actions
@@ -856,8 +864,12 @@ def test_no_repr_shows_a_digest_of_the_data(drift: str) -> None:
     copy = our_copy(source, annotations=legacy)
     copies = {
         "missing": {},
-        "data": {"htpasswd": our_copy(source, data_hash=content_hash("Opaque", {}), data_keys=frozenset())},
-        "type": {"htpasswd": our_copy(source, type="kubernetes.io/basic-auth")},
+        "data": {
+            (Kind.SECRET, "htpasswd"): our_copy(
+                source, data_hash=content_hash("Opaque", {}), data_keys=frozenset()
+            )
+        },
+        "type": {(Kind.SECRET, "htpasswd"): our_copy(source, type="kubernetes.io/basic-auth")},
     }[drift]
     plan = plan_namespace(Policy(), namespace=TARGET, name="team-a", blueprints={REF: source}, copies=copies)
     for text in (repr(source), repr(copy), repr(plan), *(repr(action) for action in plan.actions)):

@@ -14,12 +14,22 @@ from typing import Any, cast
 import anyio
 import pytest
 
+from secrets_operator import caches as caches_module
 from secrets_operator import controller as controller_module
 from secrets_operator.controller import Controller
 from secrets_operator.kube.client import JSON, Kube
-from secrets_operator.model import ActionKind, Blueprint, BlueprintRef, CopyInfo, CopyState, NamespaceInfo
-from secrets_operator.planning import content_hash
+from secrets_operator.model import (
+    ActionKind,
+    Blueprint,
+    BlueprintRef,
+    CopyInfo,
+    CopyState,
+    Kind,
+    NamespaceInfo,
+)
+from secrets_operator.planning import BlueprintSpec, content_hash
 from secrets_operator.settings import Settings
+from secrets_operator.trimming import trim_blueprint
 from tests.support import wait_for
 
 REF = BlueprintRef("auth", "htpasswd")
@@ -68,16 +78,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     # Only the controller's clock: the event loop keeps the real one.
     monkeypatch.setattr(controller_module, "time", SimpleNamespace(monotonic=lambda: fake.now))
+    monkeypatch.setattr(caches_module, "time", SimpleNamespace(monotonic=lambda: fake.now))
     return fake
 
 
 def replica(api: FakeApi) -> Controller:
     """A replica whose caches hold the blueprint, one target namespace and the copy there."""
-    settings = Settings(blueprints=(REF,), prune=True, prune_grace_seconds=GRACE)
+    settings = Settings(blueprints=(BlueprintSpec(REF),), prune=True, prune_grace_seconds=GRACE)
     controller = Controller(settings, cast(Kube, api), identity="test")
     controller.namespaces.store["team-a"] = NamespaceInfo("team-a", {})
-    controller.blueprint_informers[REF].store[KEY] = controller_module.trim_blueprint(REF, blueprint_object())
-    controller.copy_informers[REF.name].store["team-a"] = CopyInfo(
+    controller.caches.blueprint_informers[REF].store[KEY] = trim_blueprint(REF, blueprint_object())
+    controller.caches.copy_informers[(Kind.SECRET, REF.name)].store["team-a"] = CopyInfo(
         namespace="team-a",
         name=REF.name,
         resource_version="42",
@@ -94,14 +105,14 @@ def replica(api: FakeApi) -> Controller:
 
 
 def watch_deletes(controller: Controller) -> None:
-    old = controller.blueprint_informers[REF].store.pop(KEY)
-    controller._blueprint_changed(KEY, old, None)
+    old = controller.caches.blueprint_informers[REF].store.pop(KEY)
+    controller.caches._blueprint_changed(KEY, old, None)
 
 
 def watch_creates(controller: Controller, resource_version: str) -> None:
-    new: Blueprint = controller_module.trim_blueprint(REF, blueprint_object(resource_version))
-    controller.blueprint_informers[REF].store[KEY] = new
-    controller._blueprint_changed(KEY, None, new)
+    new: Blueprint = trim_blueprint(REF, blueprint_object(resource_version))
+    controller.caches.blueprint_informers[REF].store[KEY] = new
+    controller.caches._blueprint_changed(KEY, None, new)
 
 
 def prunes(controller: Controller) -> bool:
@@ -166,7 +177,7 @@ async def test_the_end_of_the_grace_reads_the_blueprint_again_and_prunes_only_if
     blueprint = controller.blueprint(REF)
     assert blueprint is not None
     assert blueprint.resource_version == "9"
-    assert REF not in controller.missing_since  # the grace is cancelled
+    assert REF not in controller.caches.missing_since  # the grace is cancelled
     assert not prunes(controller)
 
     api.requests.clear()

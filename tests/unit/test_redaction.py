@@ -15,11 +15,12 @@ import pytest
 from _pytest.mark import ParameterSet
 from kubernetes_asyncio.client import ApiClient
 
-from secrets_operator.controller import Controller, trim_blueprint
+from secrets_operator.controller import Controller
 from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.model import BlueprintRef
 from secrets_operator.redaction import FRAGMENT, Redactor, forms, go_json, go_quote
 from secrets_operator.settings import load
+from secrets_operator.trimming import trim_blueprint
 
 PEM = (
     "-----BEGIN PRIVATE KEY-----\n"
@@ -50,7 +51,7 @@ async def controller(monkeypatch: pytest.MonkeyPatch) -> Controller:
     ref = BlueprintRef("certs", "tls")
     secret = {"metadata": {"name": "tls", "namespace": "certs"}, "type": "Opaque"}
     secret["data"] = {"tls.key": B64}
-    built.blueprint_informers[ref].store["certs/tls"] = trim_blueprint(ref, secret)
+    built.caches.blueprint_informers[ref].store["certs/tls"] = trim_blueprint(ref, secret)
     return built
 
 
@@ -208,7 +209,7 @@ def _controller_with(value: str, controller: Controller) -> Controller:
     ref = BlueprintRef("certs", "tls")
     secret = {"metadata": {"name": "tls", "namespace": "certs"}, "type": "Opaque"}
     secret["data"] = {"tls.key": base64.b64encode(value.encode()).decode()}
-    controller.blueprint_informers[ref].store["certs/tls"] = trim_blueprint(ref, secret)
+    controller.caches.blueprint_informers[ref].store["certs/tls"] = trim_blueprint(ref, secret)
     return controller
 
 
