@@ -54,13 +54,16 @@ An item is either "namespace/name" (a Secret copied under its own name) or an ob
 keys of docs/configuration.md; values.schema.json has already checked its shape. Each becomes
   {kind, namespace, name, source: "namespace/name", target, previous}
 where target is the name of every copy (targetName, else the source's name) and previous the
-names its copies had before a rename (previousTargetNames, without the target). Two blueprints
-of one kind whose copy names (targets and previous names together) meet would write the same
-objects: the operator refuses that configuration at start, so the chart refuses it at install.
+names its copies had before a rename (previousTargetNames, without the target, once each).
+Refused here as the operator refuses them at start (settings.parse_blueprints): one blueprint
+(kind and source) configured twice with different options (an identical repeat, e.g. "a/b" and
+{source: a/b}, is listed once), and two blueprints of one kind whose copy names (targets and
+previous names together) meet, since they would write the same objects.
 Returns JSON {"items": [...]}: (include "secrets-operator.blueprints" . | fromJson).items
 */}}
 {{- define "secrets-operator.blueprints" -}}
 {{- $items := list }}
+{{- $configured := dict }}
 {{- $claimed := dict }}
 {{- range .Values.operator.blueprints }}
 {{- $item := kindIs "string" . | ternary (dict "source" .) . }}
@@ -69,17 +72,24 @@ Returns JSON {"items": [...]}: (include "secrets-operator.blueprints" . | fromJs
 {{- $name := index $parts 1 }}
 {{- $target := $item.targetName | default $name }}
 {{- $previous := without (uniq ($item.previousTargetNames | default list)) $target }}
+{{- /* What makes two items the same blueprint with the same options, as the operator compares them. */}}
+{{- $options := omit $item "kind" "previousTargetNames" | merge (dict "kind" $kind "previousTargetNames" $previous) | toJson }}
+{{- $blueprint := printf "%s %s" $kind $item.source }}
+{{- $earlier := get $configured $blueprint }}
+{{- if and $earlier (ne $earlier $options) }}
+{{- fail (printf "operator.blueprints: %s is configured twice with different options; configure each blueprint once" $blueprint) }}
+{{- end }}
+{{- if not $earlier }}
+{{- $_ := set $configured $blueprint $options }}
 {{- range $copyName := prepend $previous $target }}
 {{- $key := printf "%s|%s" $kind $copyName }}
 {{- with get $claimed $key }}
-{{- if eq . $item.source }}
-{{- fail (printf "operator.blueprints: %s %s is listed twice, both times with copies named %q" $kind . $copyName) }}
-{{- end }}
 {{- fail (printf "operator.blueprints: %s blueprints %s and %s would both write copies named %q; a target or previous target name belongs to one blueprint of each kind" $kind . $item.source $copyName) }}
 {{- end }}
 {{- $_ := set $claimed $key $item.source }}
 {{- end }}
 {{- $items = append $items (dict "kind" $kind "namespace" (index $parts 0) "name" $name "source" $item.source "target" $target "previous" $previous) }}
+{{- end }}
 {{- end }}
 {{- toJson (dict "items" $items) }}
 {{- end }}
