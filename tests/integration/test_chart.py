@@ -767,8 +767,10 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
     release_namespace = await scenario.namespace("system")
     await scenario.blueprint(HTPASSWD)
     source = f"{scenario.home}/{scenario.secret_name}"
-    # The renamed Secret: copies are `renamed_target` now, and were named like it before.
+    # The renamed Secret: copies are `renamed_target` now; they were named like it at first, then
+    # `renamed_before` (a name RBAC grants for that reason alone).
     renamed_name, renamed_target = f"{scenario.prefix}-reg", f"{scenario.prefix}-regcred"
+    renamed_before = f"{scenario.prefix}-reg-v1"
     renamed, token = f"{scenario.home}/{renamed_name}", {"token": "t"}
     await scenario.blueprint(token, name=renamed_name)
     # The ConfigMap blueprint, copied as `cm_target`, only into the t<digit> namespaces.
@@ -785,15 +787,19 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
         targets[0],
         client.V1Secret(metadata=client.V1ObjectMeta(name="unrelated"), string_data={"db": "password"}),
     )
-    # The copy an earlier release made before the rename: stale now, and pruned.
-    await scenario.core.create_namespaced_secret(
-        targets[1], _secret(renamed_name, marked_for=renamed, data={"token": b64("t")})
-    )
+    # Copies earlier releases made under the previous names: stale now, and pruned.
+    for namespace, stale in ((targets[1], renamed_name), (targets[2], renamed_before)):
+        await scenario.core.create_namespaced_secret(
+            namespace, _secret(stale, marked_for=renamed, data={"token": b64("t")})
+        )
     release = Release(
         scenario, cluster, tmp_path, release_namespace,
         blueprints=[
             source,
-            {"source": renamed, "targetName": renamed_target, "previousTargetNames": [renamed_name]},
+            {
+                "source": renamed, "targetName": renamed_target,
+                "previousTargetNames": [renamed_name, renamed_before],
+            },
             {
                 "source": cm_source, "kind": "ConfigMap", "targetName": cm_target,
                 "includeNamespaces": [f"{scenario.prefix}-t[0-9]"],
@@ -816,10 +822,12 @@ async def test_operator_works_with_exactly_the_chart_rbac_over_the_steady_state(
             await scenario.wait_copy(namespace, HTPASSWD)
             await scenario.wait_copy(namespace, token, name=renamed_target)
             await _wait_config_map(scenario, namespace, cm_target, ca, source=cm_source)
-        # The copy under the previous name is pruned; none is made under it anywhere.
+        # The copies under the previous names are pruned; none is made under them anywhere.
         await scenario.wait_no_copy(targets[1], name=renamed_name)
+        await scenario.wait_no_copy(targets[2], name=renamed_before)
         for namespace in targets:
             assert await scenario.copy(namespace, renamed_name) is None
+            assert await scenario.copy(namespace, renamed_before) is None
         assert await read_or_none(scenario.core.read_namespaced_config_map(cm_target, twin)) is None
         await scenario.core.delete_namespaced_secret(scenario.secret_name, targets[1])
         await scenario.wait_copy(targets[1], HTPASSWD)
