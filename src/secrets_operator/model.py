@@ -98,7 +98,7 @@ class Blueprint:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CopyInfo:
-    """A Secret with a blueprint's name in some namespace, reduced to what planning compares.
+    """A Secret or ConfigMap with a copy's name in some namespace, reduced to what planning compares.
 
     Its data is never kept: only ``data_hash`` (the same hash the blueprint has when the copy is
     exact) and ``data_keys`` (the key names, so that keys the blueprint no longer has can be removed).

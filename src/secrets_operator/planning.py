@@ -1,7 +1,7 @@
 """Pure planning: which namespaces a blueprint targets, what its copy must be, and what to write.
 
 Everything here is a function of values (settings, the cached blueprints, one namespace and the
-Secrets in it that carry a blueprint's name); nothing here does I/O. The controller calls
+Secrets and ConfigMaps in it named like a copy); nothing here does I/O. The controller calls
 :func:`plan_namespace` for one namespace at a time and hands the actions to the writer, which is
 what makes the operator level-triggered: creation, updates, drift repair, resync and start-up all
 go through this one function.
@@ -603,7 +603,7 @@ def _plan_pair(
                 ), None
             # Every field is rewritten, whatever the comparison says: the markers are missing anyway.
             return row(CopyState.CONFLICT, detail + "; adopting it"), _write_for(
-                copy, blueprint, namespace.name, marks, differences, why="adopting an unmanaged Secret"
+                copy, blueprint, namespace.name, marks, differences, why=f"adopting an unmanaged {ref.kind}"
             )
         return row(CopyState.CONFLICT, detail), None
     if not differences:

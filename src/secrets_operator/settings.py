@@ -124,6 +124,29 @@ def _got(value: Any) -> str:
     return f"{_json_type(value)} {_show(value)}"
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: a repeated key would silently win."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"key {_quote(key)} appears twice in one object")
+        found[key] = value
+    return found
+
+
+#: ConfigMaps the cluster itself publishes into every namespace: never a copy's name.
+RESERVED_CONFIG_MAP_NAMES = ("kube-root-ca.crt",)
+
+
+def _check_copy_name(name: str, kind: Kind) -> None:
+    _check_object_name(name, kind)
+    if kind is Kind.CONFIG_MAP and name in RESERVED_CONFIG_MAP_NAMES:
+        raise ValueError(
+            f"{_quote(name)} is published into every namespace by Kubernetes itself; "
+            "a copy must never take that name"
+        )
+
+
 def _blueprint_items(value: str) -> list[Any]:
     """The items of the variable: a JSON list when it starts with ``[``, else comma-separated."""
     if value.lstrip().startswith("{"):
@@ -131,7 +154,7 @@ def _blueprint_items(value: str) -> list[Any]:
     if not value.lstrip().startswith("["):
         return list(_split(value))
     try:
-        items = json.loads(value)  # positions in errors are those of the variable as set
+        items = json.loads(value, object_pairs_hook=_unique_keys)  # positions: those of the variable
     except json.JSONDecodeError as exc:
         near = value[max(0, exc.pos - 20) : exc.pos + 20]
         raise ValueError(
@@ -199,7 +222,7 @@ def _blueprint_object(item: Mapping[str, Any]) -> BlueprintSpec:
     if "targetName" in item:
         target = _string(item, "targetName")
         try:
-            _check_object_name(target, kind)
+            _check_copy_name(target, kind)
         except ValueError as exc:
             raise ValueError(f"targetName: {exc}") from None
     selector = None
@@ -221,13 +244,18 @@ def _blueprint_object(item: Mapping[str, Any]) -> BlueprintSpec:
         previous = _strings(item, "previousTargetNames", "names")
         for name in previous:
             try:
-                _check_object_name(name, kind)
+                _check_copy_name(name, kind)
             except ValueError as exc:
                 raise ValueError(f"previousTargetNames: {exc}") from None
     current = target or ref.name
+    if not target:
+        try:
+            _check_copy_name(current, kind)
+        except ValueError as exc:
+            raise ValueError(f"source: {exc}; set targetName") from None
     return BlueprintSpec(
         ref,
-        target_name=target,
+        target_name="" if target == ref.name else target,  # the source's own name is the default
         selector=selector,
         include=include,
         exclude=exclude,
@@ -330,15 +358,17 @@ class Settings(BaseSettings):
     )
     conflict_policy: Literal["skip", "adopt"] = Field(
         default="skip",
-        description="`skip`: a same-named Secret not created by the operator is left alone and reported; "
+        description="`skip`: a Secret or ConfigMap with a copy's name not created by the operator is left "
+        "alone and reported; "
         "`adopt`: it is overwritten in place and becomes managed (never deleted: one that could only be "
         "replaced, of another type or immutable, stays a reported conflict).",
         json_schema_extra={"example": "adopt"},
     )
     prune: bool = Field(
         default=False,
-        description="Delete copies whose blueprint was deleted or whose namespace no longer matches. "
-        "Never deletes a Secret the operator did not create.",
+        description="Delete copies whose blueprint was deleted or whose namespace no longer matches, and "
+        "copies left under a blueprint's `previousTargetNames`. Never deletes an object the operator did "
+        "not create.",
         json_schema_extra={"example": "true"},
     )
     prune_grace_seconds: float = Field(

@@ -14,12 +14,13 @@ Deliberately not here: what to write (``planning``) and when (``controller``).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from secrets_operator import redaction
 from secrets_operator.kube.client import JSON, ApiError, Kube
-from secrets_operator.model import Action, ActionKind, Blueprint, BlueprintRef
+from secrets_operator.model import Action, ActionKind, Blueprint, BlueprintRef, Kind
 from secrets_operator.planning import object_hash
 
 
@@ -41,6 +42,16 @@ def leadership_guard(budget: Callable[[], float | None]) -> Callable[[], float |
 
 class WrittenDifferentlyError(Exception):
     """The API server stored other data than the operator wrote (e.g. a mutating webhook)."""
+
+
+def _base64_values(blueprint: Blueprint) -> list[str]:
+    """Every value of a blueprint in base64, the form ``redaction.forms`` expands into the shapes a
+    message can quote it in: a Secret's data and a ConfigMap's binaryData are base64 already, a
+    ConfigMap's data is plain text."""
+    if blueprint.ref.kind is Kind.SECRET:
+        return list(blueprint.data.values())
+    plain = [base64.b64encode(value.encode()).decode() for value in blueprint.data.values()]
+    return [*plain, *blueprint.binary_data.values()]
 
 
 class Writer:
@@ -90,8 +101,7 @@ class Writer:
                 value
                 for blueprint in blueprints.values()
                 if blueprint is not None
-                for data in (blueprint.data, blueprint.binary_data)
-                for value in data.values()
+                for value in _base64_values(blueprint)
             ]
             self._redaction = (versions, redaction.Redactor(values))
         return self._redaction[1]

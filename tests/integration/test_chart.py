@@ -246,6 +246,7 @@ def test_schema_accepts_every_key_of_a_blueprint_object(major: int) -> None:
 
 SAME_NAME = "would both write copies named"
 TWICE = "is configured twice with different options"
+RESERVED = "is published into every namespace by Kubernetes itself"
 
 
 @pytest.mark.parametrize(
@@ -262,7 +263,9 @@ TWICE = "is configured twice with different options"
         ),
         ([{"source": "a/b", "kind": "ConfigMap"}, {"source": "c/b", "kind": "ConfigMap"}], SAME_NAME),
         ([{"source": "a/b", "targetName": "c"}, {"source": "a/b", "targetName": "d"}], TWICE),
-        (["a/b", {"source": "a/b", "targetName": "b"}], TWICE),  # the same copies, said otherwise
+        ([{"source": "a/x", "kind": "ConfigMap", "targetName": "kube-root-ca.crt"}], RESERVED),
+        ([{"source": "a/kube-root-ca.crt", "kind": "ConfigMap"}], RESERVED),
+        ([{"source": "a/x", "kind": "ConfigMap", "previousTargetNames": ["kube-root-ca.crt"]}], RESERVED),
         (["a/b", {"source": "a/b", "excludeNamespaces": []}], TWICE),
         # Fine: one name in two kinds; a source named like another's target; the target among
         # the previous names; an identical repeat (listed once); one source as both kinds.
@@ -271,6 +274,8 @@ TWICE = "is configured twice with different options"
         ([{"source": "a/b", "targetName": "c", "previousTargetNames": ["b", "c", "b"]}, "d/e"], None),
         (["a/b", {"source": "a/b"}, {"source": "a/b", "kind": "Secret", "previousTargetNames": ["b"]}], None),
         (["a/b", {"source": "a/b", "kind": "ConfigMap"}], None),
+        (["a/b", {"source": "a/b", "targetName": "b"}], None),  # the same copies, said otherwise
+        ([{"source": "a/kube-root-ca.crt"}], None),  # reserved for ConfigMaps only
     ],
 )
 @pytest.mark.parametrize("major", HELMS)
@@ -290,7 +295,9 @@ def test_the_chart_refuses_exactly_the_blueprint_lists_the_operator_refuses(
     assert done.returncode != 0
     assert "operator.blueprints: " in done.stderr, done.stderr
     assert refusal in done.stderr, done.stderr
-    with pytest.raises(ValueError, match=r"would both own|configure each blueprint once"):
+    with pytest.raises(
+        ValueError, match=r"would both own|configure each blueprint once|published into every"
+    ):
         parse_blueprints(json.dumps(blueprints))
 
 

@@ -219,6 +219,12 @@ async def test_configmap_copies_are_pruned_like_secrets(scenario: Scenario) -> N
     await scenario.core.patch_namespace(leaves, {"metadata": {"labels": {"tier": "db"}}})
     await maps.wait_gone(leaves)
     assert await maps.get(stays) is not None
+
+    async def counted() -> bool:
+        metrics = await operator.metrics()
+        return metrics.value("secrets_operator_excluded_namespaces", kind="ConfigMap", rule="selector") == 1
+
+    await wait_for(counted, timeout=20, what="the relabelled namespace counted as excluded by the selector")
     await scenario.core.delete_namespaced_config_map(maps.name, scenario.home)
     await maps.wait_gone(stays)
 
@@ -355,3 +361,45 @@ async def test_a_renamed_copy_is_owned_repaired_and_its_old_name_goes_stale_then
     theirs = await scenario.core.read_namespaced_secret(old_name, foreign)
     assert theirs.data == {"x": b64("theirs")}
     assert MANAGED_BY not in (theirs.metadata.labels or {})
+
+
+async def test_another_blueprints_source_is_never_written_or_deleted_whatever_marks_it_carries(
+    scenario: Scenario, proxies: StartProxy
+) -> None:
+    """A's copies are named like B's source object, which sits in one of A's target namespaces
+    and even carries A's ownership marks (it was once A's copy): it is never patched, replaced or
+    pruned, while A's copies elsewhere follow A."""
+    await scenario.blueprint(HTPASSWD)
+    source = f"{scenario.home}/{scenario.secret_name}"
+    shared = f"{scenario.prefix}-shared"
+    other_home = await scenario.namespace("other")
+    elsewhere = await scenario.namespace("elsewhere")
+    theirs = await scenario.core.create_namespaced_secret(
+        other_home,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=shared, labels={MANAGED_BY: "secrets-operator"}, annotations={SOURCE: source}
+            ),
+            string_data={"token": "theirs"},
+        ),
+    )
+    specs = blueprints(
+        {"source": source, "targetName": shared},
+        {"source": f"{other_home}/{shared}", "targetName": f"{scenario.prefix}-b"},
+    )
+    proxy = await proxies("p")
+    operator = scenario.operator_via(proxy, blueprints=specs, prune="true", prune_grace_seconds="0")
+    await operator.wait_ready()
+    await scenario.wait_copy(elsewhere, HTPASSWD, name=shared)
+    await scenario.wait_copy(elsewhere, {"token": "theirs"}, name=f"{scenario.prefix}-b")  # B works too
+    rows = await check_rows(scenario, blueprints=specs, prune="true")
+    row = next(r for r in rows if r["blueprint"] == source and r["namespace"] == other_home)
+    assert (row["state"], row.get("rule")) == ("excluded", "source"), row
+    # A disappears: with PRUNE and no grace, its copies go, B's source stays
+    await scenario.core.delete_namespaced_secret(scenario.secret_name, scenario.home)
+    await scenario.wait_no_copy(elsewhere, name=shared)
+    kept = await scenario.core.read_namespaced_secret(shared, other_home)
+    assert kept.metadata.uid == theirs.metadata.uid
+    assert kept.metadata.resource_version == theirs.metadata.resource_version
+    touched = [(w.method, w.path) for w in proxy.writes if f"/namespaces/{other_home}/secrets" in w.path]
+    assert touched == [], touched  # nothing written in B's home: not A's copy, not B's own

@@ -17,7 +17,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator.controller import Controller
 from secrets_operator.kube.client import ApiError, Kube
-from secrets_operator.model import BlueprintRef
+from secrets_operator.model import BlueprintRef, Kind
 from secrets_operator.redaction import FRAGMENT, Redactor, forms, go_json, go_quote
 from secrets_operator.settings import load
 from secrets_operator.trimming import trim_blueprint
@@ -290,3 +290,27 @@ async def test_a_third_partys_quote_cut_short_is_dropped_to_the_end(controller: 
 def test_go_quote_writes_what_strconv_quote_writes() -> None:
     assert go_quote('a"b\\c\n\x07\x1b\x7fé\u200b') == 'a\\"b\\\\c\\n\\a\\x1b\\x7fé\\u200b'
     assert go_json("<a&b>\u2028é") == "\\u003ca\\u0026b\\u003e\\u2028é"
+
+
+@pytest.mark.parametrize("where", ["data", "binaryData"])
+async def test_a_configmap_value_is_redacted_in_every_form_a_message_quotes_it(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A ConfigMap's data is plain text, not base64: its escaped forms must be covered all the same."""
+    value = "user: admin\npass: Pa55w0rd-canary\nhost: db.internal\n"
+    monkeypatch.setenv("SECRETS_OPERATOR_BLUEPRINTS", '[{"source": "certs/app", "kind": "ConfigMap"}]')
+    async with ApiClient() as api_client:
+        built = Controller(load(), Kube(api_client), identity="test")
+    ref = BlueprintRef("certs", "app", Kind.CONFIG_MAP)
+    field = (
+        {"data": {"config": value}}
+        if where == "data"
+        else {"binaryData": {"config": base64.b64encode(value.encode()).decode()}}
+    )
+    config_map = {"metadata": {"name": "app", "namespace": "certs"}, **field}
+    built.caches.blueprint_informers[ref].store["certs/app"] = trim_blueprint(ref, config_map)
+    for shown in (value, json.dumps(value)[1:-1], go_quote(value)):
+        message = built.describe_error(_error(f"etcd refused the object with config {shown} in it"))
+        assert "Pa55w0rd" not in message, message
+        assert "admin" not in message, message
+        assert "db.internal" not in message, message

@@ -236,7 +236,7 @@ def test_an_object_under_an_earlier_name_that_is_not_this_blueprints_copy_is_lef
 
 
 def test_a_copy_is_never_planned_over_another_blueprints_source() -> None:
-    # auth/htpasswd renamed to "other" would, in namespace auth... its home; so use a third namespace:
+    # auth/htpasswd's copies are named "tls", and in team-a the Secret "tls" is a blueprint itself
     first = BlueprintRef("team-a", "tls")
     policy = Policy(blueprints=(BlueprintSpec(SECRET, target_name="tls"), BlueprintSpec(first)))
     row, action = plan_pair(policy, SECRET, secret_blueprint(), TEAM, None)
@@ -276,9 +276,6 @@ def test_a_configmap_copy_is_created_with_data_binary_data_and_marks() -> None:
 
 def test_a_configmap_copy_in_sync_costs_nothing() -> None:
     source = config_blueprint()
-    assert plan_pair(Policy(), CONFIG, source, TEAM, copy_of(source)) == plan_pair(
-        Policy(), CONFIG, source, TEAM, copy_of(source)
-    )
     row, action = plan_pair(Policy(), CONFIG, source, TEAM, copy_of(source))
     assert (row.state, action) == (CopyState.IN_SYNC, None)
 
@@ -394,3 +391,93 @@ def test_the_gauges_count_states_and_exclusion_rules_and_forget_vanished_pairs()
     )
     assert gauge("secrets_operator_copies", state="excluded") == 0
     assert gauge("secrets_operator_excluded_namespaces", rule="include") == 0
+
+
+# -- a blueprint's source object is never a copy, whatever marks it carries
+
+
+def _marked_source(kind: Kind = Kind.SECRET) -> CopyInfo:
+    """The blueprint team-a/basic-auth, which carries auth/htpasswd's ownership marks (it was once
+    that blueprint's copy, before someone made it a blueprint of its own)."""
+    source = secret_blueprint() if kind is Kind.SECRET else config_blueprint()
+    return copy_of(source, name="basic-auth", annotations={"secrets-operator.io/source": str(source.ref)})
+
+
+@pytest.mark.parametrize("kind", [Kind.SECRET, Kind.CONFIG_MAP])
+@pytest.mark.parametrize("how", ["target", "previous"])
+def test_another_blueprints_source_carrying_our_marks_is_never_written_or_pruned(
+    kind: Kind, how: str
+) -> None:
+    ref = SECRET if kind is Kind.SECRET else CONFIG
+    other = BlueprintRef("team-a", "basic-auth", kind)
+    spec = (
+        BlueprintSpec(ref, target_name="basic-auth")
+        if how == "target"
+        else BlueprintSpec(ref, target_name="new-name", previous_target_names=("basic-auth",))
+    )
+    policy = Policy(prune=True, blueprints=(spec, BlueprintSpec(other)))
+    source = secret_blueprint() if kind is Kind.SECRET else config_blueprint()
+    marked = dataclasses.replace(
+        _marked_source(kind),
+        data_hash="different",
+        annotations={"secrets-operator.io/source": str(ref), "secrets-operator.io/source-hash": "x"},
+    )
+    copies = {(kind, "basic-auth"): marked}
+    plan = plan_namespace(policy, namespace=TEAM, name="team-a", blueprints={ref: source}, copies=copies)
+    touched = [action for action in plan.actions if action.name == "basic-auth"]
+    assert touched == [], [action.describe() for action in touched]
+    # and with the blueprint gone too
+    gone = plan_namespace(
+        policy,
+        namespace=TEAM,
+        name="team-a",
+        blueprints={ref: None},
+        copies=copies,
+        missing_for={ref: 3600.0},
+    )
+    assert [action for action in gone.actions if action.name == "basic-auth"] == []
+
+
+def test_a_secret_and_a_configmap_blueprint_sharing_a_copy_name_each_see_only_their_own_kind() -> None:
+    secret_ref = BlueprintRef("auth", "shared")
+    config_ref = BlueprintRef("auth", "shared", Kind.CONFIG_MAP)
+    policy = Policy(blueprints=(BlueprintSpec(secret_ref), BlueprintSpec(config_ref)))
+    secret = secret_blueprint(secret_ref)
+    data = {"k": "v"}
+    config = Blueprint(config_ref, "", data, False, {}, {}, content_hash("", data, {}), "1", "u")
+    copies = {(Kind.SECRET, "shared"): copy_of(secret, name="shared")}
+    plan = plan_namespace(
+        policy,
+        namespace=TEAM,
+        name="team-a",
+        blueprints={secret_ref: secret, config_ref: config},
+        copies=copies,
+    )
+    states = {row.blueprint.kind: row.state for row in plan.rows}
+    assert states == {Kind.SECRET: CopyState.IN_SYNC, Kind.CONFIG_MAP: CopyState.MISSING}
+    (create,) = plan.actions
+    assert create.blueprint == config_ref
+    assert create.body is not None
+    assert create.body["kind"] == "ConfigMap"
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    [NamespaceInfo("team-a", {}, terminating=True), NamespaceInfo("auth", {})],
+    ids=["terminating", "home"],
+)
+def test_a_copy_under_an_earlier_name_is_left_alone_in_a_terminating_or_home_namespace(
+    namespace: NamespaceInfo,
+) -> None:
+    spec = BlueprintSpec(SECRET, target_name="basic-auth", previous_target_names=("old",))
+    source = secret_blueprint()
+    copies = {(Kind.SECRET, "old"): copy_of(source, namespace.name, name="old")}
+    plan = plan_namespace(
+        Policy(prune=True, blueprints=(spec,)),
+        namespace=namespace,
+        name=namespace.name,
+        blueprints={SECRET: source},
+        copies=copies,
+    )
+    assert [row.name for row in plan.rows] == ["basic-auth"]
+    assert plan.actions == ()

@@ -55,7 +55,8 @@ keys of docs/configuration.md; values.schema.json has already checked its shape.
   {kind, namespace, name, source: "namespace/name", target, previous}
 where target is the name of every copy (targetName, else the source's name) and previous the
 names its copies had before a rename (previousTargetNames, without the target, once each).
-Refused here as the operator refuses them at start (settings.parse_blueprints): one blueprint
+Refused here as the operator refuses them at start (settings.parse_blueprints): a ConfigMap copy
+named kube-root-ca.crt (Kubernetes publishes it into every namespace); one blueprint
 (kind and source) configured twice with different options (an identical repeat, e.g. "a/b" and
 {source: a/b}, is listed once), and two blueprints of one kind whose copy names (targets and
 previous names together) meet, since they would write the same objects.
@@ -73,7 +74,7 @@ Returns JSON {"items": [...]}: (include "secrets-operator.blueprints" . | fromJs
 {{- $target := $item.targetName | default $name }}
 {{- $previous := without (uniq ($item.previousTargetNames | default list)) $target }}
 {{- /* What makes two items the same blueprint with the same options, as the operator compares them. */}}
-{{- $options := omit $item "kind" "previousTargetNames" | merge (dict "kind" $kind "previousTargetNames" $previous) | toJson }}
+{{- $options := omit $item "kind" "previousTargetNames" "targetName" | merge (dict "kind" $kind "previousTargetNames" $previous "targetName" $target) | toJson }}
 {{- $blueprint := printf "%s %s" $kind $item.source }}
 {{- $earlier := get $configured $blueprint }}
 {{- if and $earlier (ne $earlier $options) }}
@@ -82,6 +83,9 @@ Returns JSON {"items": [...]}: (include "secrets-operator.blueprints" . | fromJs
 {{- if not $earlier }}
 {{- $_ := set $configured $blueprint $options }}
 {{- range $copyName := prepend $previous $target }}
+{{- if and (eq $kind "ConfigMap") (eq $copyName "kube-root-ca.crt") }}
+{{- fail (printf "operator.blueprints: ConfigMap %s: kube-root-ca.crt is published into every namespace by Kubernetes itself; a copy must never take that name" $item.source) }}
+{{- end }}
 {{- $key := printf "%s|%s" $kind $copyName }}
 {{- with get $claimed $key }}
 {{- fail (printf "operator.blueprints: %s blueprints %s and %s would both write copies named %q; a target or previous target name belongs to one blueprint of each kind" $kind . $item.source $copyName) }}

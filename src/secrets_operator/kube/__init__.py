@@ -1,4 +1,5 @@
 """Generic Kubernetes plumbing: a JSON client, informers, leader election and Events.
 
-Nothing in this package knows what a blueprint is; ``controller.py`` joins it to the domain.
+Nothing in this package knows what a blueprint is; ``caches``, ``writing``, ``reporting`` and
+``controller`` join it to the domain.
 """
