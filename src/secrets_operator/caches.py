@@ -19,7 +19,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -40,6 +40,13 @@ CopyKey = tuple[Kind, str]
 Changed = Callable[[str, Any, Any], None]
 
 
+def _copy_event(
+    on_copy: Callable[[BlueprintRef, str], None], ref: BlueprintRef, namespace: str, *_: object
+) -> None:
+    """A copy changed: tell whose copy it is (or would be) and where."""
+    on_copy(ref, namespace)
+
+
 def _namespace_of(obj: JSON) -> str:
     return sys.intern(obj["metadata"]["namespace"])
 
@@ -54,7 +61,7 @@ class Caches:
         *,
         on_namespace: Changed,
         on_blueprint: Changed,
-        on_copy: Changed,
+        on_copy: Callable[[BlueprintRef, str], None],
         on_copies_relisted: Callable[[CopyKey], None],
     ) -> None:
         self.policy = policy
@@ -89,6 +96,9 @@ class Caches:
         self.copy_owner: dict[CopyKey, BlueprintRef] = {
             (spec.ref.kind, name): spec.ref for spec in policy.blueprints for name in spec.names
         }
+        self.copy_keys: dict[BlueprintRef, tuple[CopyKey, ...]] = {
+            spec.ref: tuple((spec.ref.kind, name) for name in spec.names) for spec in policy.blueprints
+        }
         self.copy_informers: dict[CopyKey, Informer[CopyInfo]] = {
             key: Informer(
                 kube,
@@ -98,7 +108,7 @@ class Caches:
                 key=_namespace_of,  # the name is fixed: one entry per namespace
                 page_size=functools.partial(self._copy_page_size, ref),
                 trim=functools.partial(self.trimmer.copy, key[0]),
-                on_change=on_copy,
+                on_change=functools.partial(_copy_event, on_copy, ref),
                 on_relist=functools.partial(on_copies_relisted, key),
             )
             for key, ref in self.copy_owner.items()
@@ -116,10 +126,16 @@ class Caches:
     def blueprints(self) -> dict[BlueprintRef, Blueprint | None]:
         return {ref: self.blueprint(ref) for ref in self.blueprint_informers}
 
-    def copies(self, namespace: str) -> dict[CopyKey, CopyInfo]:
-        """The objects named like a copy in ``namespace``, by kind and name."""
+    def copies(self, namespace: str, refs: Iterable[BlueprintRef] | None = None) -> dict[CopyKey, CopyInfo]:
+        """The objects named like a copy in ``namespace``, by kind and name (of ``refs`` only)."""
         found = {}
-        for key, informer in self.copy_informers.items():
+        keys = (
+            self.copy_informers.keys()
+            if refs is None
+            else [key for ref in refs for key in self.copy_keys[ref]]
+        )
+        for key in keys:
+            informer = self.copy_informers[key]
             copy = informer.store.get(namespace)
             if copy is not None:
                 found[key] = copy

@@ -88,6 +88,8 @@ class Controller:
         self.reporter = Reporter(self.events, blueprint=self.caches.blueprint)
         # namespace -> the blueprints whose writes failed in its last pass
         self.failed_blueprints: dict[str, set[BlueprintRef]] = {}
+        # namespace -> the blueprints whose pairs its next pass plans (None: all); see _scope
+        self._scopes: dict[str, set[BlueprintRef] | None] = {}
 
     # -- what the command line and the web endpoints look at
 
@@ -136,14 +138,31 @@ class Controller:
     def _namespace_changed(self, key: str, old: NamespaceInfo | None, new: NamespaceInfo | None) -> None:
         if not self.active:
             return
+        self._scope(key, None)
         if old is None and new is not None:
             self.queue.add_after(key, NEW_NAMESPACE_GRACE, since=time.monotonic())
         else:
             self.queue.add(key)
 
-    def _copy_changed(self, key: str, old: object, new: object) -> None:
+    def _copy_changed(self, ref: BlueprintRef, namespace: str) -> None:
         if self.active:
-            self.queue.add(key)  # copy informers are keyed by namespace
+            self._scope(namespace, ref)
+            self.queue.add(namespace)
+
+    def _scope(self, namespace: str, ref: BlueprintRef | None) -> None:
+        """Note which blueprint's pairs the next pass of ``namespace`` must plan (None: all).
+
+        A blueprint change then costs one pair per namespace, not one per blueprint and
+        namespace. A pass with no note (a retry, a recheck, a hold) plans every blueprint.
+        """
+        if ref is None:
+            self._scopes[namespace] = None
+        elif namespace not in self._scopes:
+            self._scopes[namespace] = {ref}
+        else:
+            scoped = self._scopes[namespace]
+            if scoped is not None:
+                scoped.add(ref)
 
     def _copies_relisted(self, key: CopyKey) -> None:
         """A relist compares with the cache, and a copy written while the watch was down never
@@ -175,25 +194,28 @@ class Controller:
                     "type": new.type,
                 },
             )
-        if self.active:
-            self.enqueue_all()
+        if self.active and either is not None:
+            self.enqueue_all(either.ref)
 
-    def enqueue_all(self) -> None:
+    def enqueue_all(self, ref: BlueprintRef | None = None) -> None:
+        """Every namespace, for one blueprint's pairs (``ref``) or for all of them."""
         now = time.monotonic()
         for name in self.namespaces.store:
+            self._scope(name, ref)
             self.queue.add(name, since=now)
         metrics.QUEUE_DEPTH.set(len(self.queue))
 
     # -- planning
 
-    def plan(self, namespace: str) -> NamespacePlan:
-        blueprints = self.blueprints()
+    def plan(self, namespace: str, only: set[BlueprintRef] | None = None) -> NamespacePlan:
+        """The namespace's plan, for the pairs of ``only`` (None: every blueprint)."""
+        blueprints = self.blueprints() if only is None else {ref: self.blueprint(ref) for ref in only}
         return plan_namespace(
             self.policy,
             namespace=self.namespaces.store.get(namespace),
             name=namespace,
             blueprints=blueprints,
-            copies=self.caches.copies(namespace),
+            copies=self.caches.copies(namespace, only),
             missing_for=self.caches.missing_for(blueprints),
         )
 
@@ -215,10 +237,11 @@ class Controller:
         Retry-After: THROTTLED, which neither resets the backoff (as a success would) nor adds to
         it. The blueprints whose writes failed are left in ``failed_blueprints``.
         """
-        plan = self.plan(namespace)
+        only = self._scopes.pop(namespace, None)
+        plan = self.plan(namespace, only)
         try:
             if not await self._prunes_confirmed(plan):
-                plan = self.plan(namespace)  # the blueprint is back: plan from it
+                plan = self.plan(namespace, only)  # the blueprint is back: plan from it
         except ApiError as exc:
             log.warning(
                 "could not read the blueprint again before pruning; will retry",
@@ -227,7 +250,7 @@ class Controller:
             return Outcome.ERROR
         if plan.recheck_after is not None:  # a prune grace ends then
             self.queue.add_after(namespace, plan.recheck_after)
-        self.reporter.plan(plan)
+        self.reporter.plan(plan, only)
         ok = True
         failed = self.failed_blueprints[namespace] = set()
         for action in plan.actions:
@@ -345,6 +368,7 @@ class Controller:
         """Leader work: reconcile everything once, then follow events, until cancelled."""
         await self.wait_synced()
         self.queue = WorkQueue()
+        self._scopes = {}
         self.reporter.reset()
         now = time.monotonic()
         for ref, blueprint in self.blueprints().items():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from secrets_operator import metrics
 from secrets_operator.kube.events import EventRecorder, ObjectRef
@@ -124,14 +124,19 @@ class Reporter:
     def _share(self, item: tuple[object, str]) -> tuple[object, str]:
         return self._shared.setdefault(item, item)
 
-    def plan(self, plan: NamespacePlan) -> None:
+    def plan(self, plan: NamespacePlan, only: Collection[BlueprintRef] | None = None) -> None:
         """Track the plan's states; log and collect a problem when a pair turns bad.
 
-        Costs the namespace's rows, whatever the number of namespaces. A pair without a row
-        (the namespace is gone, or a stale copy under an earlier name was deleted) is forgotten.
+        ``only``: the blueprints the plan covers (None: all); other blueprints' pairs in the
+        namespace are kept as they were. Costs the namespace's rows, whatever the number of
+        namespaces. A pair without a row (the namespace is gone, or a stale copy under an
+        earlier name was deleted) is forgotten.
         """
         before = self.states.pop(plan.namespace, {})
         after: dict[_Pair, _State] = {}
+        if only is not None and plan.rows:
+            for other in [pair for pair in before if pair[0] not in only]:
+                after[other] = before.pop(other)
         for row in plan.rows:
             pair: _Pair = self._share((row.blueprint, row.name))  # type: ignore[assignment]
             current: _State = self._share((row.state, row.rule))  # type: ignore[assignment]

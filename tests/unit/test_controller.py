@@ -101,7 +101,8 @@ class FakeApi(Kube):
             informer.store.pop(namespace, None)
         else:
             informer.store[namespace] = new
-        self.controller._copy_changed(namespace, old, new)
+        assert informer.on_change is not None
+        informer.on_change(namespace, old, new)  # as the watch would
 
 
 async def wrote(api: FakeApi, namespace: str) -> bool:
