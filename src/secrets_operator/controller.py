@@ -153,7 +153,9 @@ class Controller:
         """Note which blueprint's pairs the next pass of ``namespace`` must plan (None: all).
 
         A blueprint change then costs one pair per namespace, not one per blueprint and
-        namespace. A pass with no note (a retry, a recheck, a hold) plans every blueprint.
+        namespace. A pass with no note plans every blueprint, and every re-queue for a reason of
+        the controller's own (a retry, a prune recheck, a Retry-After hold) notes "all", so that a
+        narrow note from an event in the meantime never hides a pair that still needs work.
         """
         if ref is None:
             self._scopes[namespace] = None
@@ -249,6 +251,7 @@ class Controller:
             )
             return Outcome.ERROR
         if plan.recheck_after is not None:  # a prune grace ends then
+            self._scope(namespace, None)
             self.queue.add_after(namespace, plan.recheck_after)
         self.reporter.plan(plan, only)
         ok = True
@@ -285,6 +288,7 @@ class Controller:
                     metrics.WRITES.labels(
                         kind=str(action.blueprint.kind), action=str(action.kind), result="throttled"
                     ).inc()
+                    self._scope(namespace, None)  # the writes after this one were not tried
                     self.queue.hold(namespace, max(exc.retry_after, 1.0), since=since)
                     log.info("throttled by the API server", extra={**fields, "retry_in": exc.retry_after})
                     return Outcome.THROTTLED  # already held: no extra backoff on top of Retry-After
@@ -329,6 +333,7 @@ class Controller:
             except NotLeaderError:
                 # Leadership lapsed; the elector is about to cancel this work. Should it not (the
                 # renewal succeeded after all), the namespace is simply tried again.
+                self._scope(namespace, None)
                 self.queue.add_after(namespace, 0.5, since=since)
                 await anyio.sleep(0.5)
                 continue
@@ -343,6 +348,7 @@ class Controller:
                 self.queue.forget(namespace)
             if outcome != Outcome.ERROR:
                 continue
+            self._scope(namespace, None)  # a retry plans every pair: a narrower event must not hide it
             self.queue.retry(namespace)
             if self.queue.failures(namespace) == FAILURES_BEFORE_EVENT:
                 self._record_failing(namespace, failed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -303,3 +303,56 @@ def test_a_new_leadership_term_forgets_the_problems_collected_in_an_earlier_one(
     api.controller.reporter.reset()
     api.controller.reporter.digest.clock = lambda: float("inf")  # every window long over
     assert api.controller.reporter.digest.due() == []
+
+
+# -- a blueprint change costs one pair per namespace
+
+
+def now(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """An async probe for wait_for from a plain condition."""
+
+    async def probe() -> bool:
+        return condition()
+
+    return probe
+
+
+async def test_a_blueprint_change_plans_only_that_blueprints_pairs(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With B blueprints, an update of one used to replan B pairs in every namespace; now one."""
+    names = [f"team-{i}" for i in range(20)]
+    add_namespaces(api, *names)
+    planned: list[tuple[str, str]] = []
+    real = controller_module.plan_namespace  # type: ignore[attr-defined]
+
+    def counting(policy: Any, **kwargs: Any) -> Any:
+        planned.extend((str(ref), kwargs["name"]) for ref in kwargs["blueprints"])
+        return real(policy, **kwargs)
+
+    monkeypatch.setattr(controller_module, "plan_namespace", counting)
+    async with leading(api) as controller:
+        await wait_for(now(lambda: len(api.secrets) == 2 * len(names)), timeout=10, what="every copy written")
+        await wait_for(now(lambda: len(controller.queue) == 0), timeout=10, what="an empty queue")
+        await anyio.sleep(0.2)
+        planned.clear()
+        writes = len(api.writes)
+        secret = {
+            "metadata": {"name": AUTH.name, "namespace": AUTH.namespace, "uid": "uid-auth"},
+            "type": "Opaque",
+            "data": {"key": base64.b64encode(b"rotated").decode()},
+        }
+        informer = controller.caches.blueprint_informers[AUTH]
+        old = informer.store[f"{AUTH}"]
+        new = informer.store[f"{AUTH}"] = trim_blueprint(AUTH, secret)
+        assert informer.on_change is not None
+        informer.on_change(f"{AUTH}", old, new)  # as the watch would
+        await wait_for(
+            now(lambda: len(api.writes) == writes + len(names)), timeout=10, what="every copy updated"
+        )
+        await wait_for(now(lambda: len(controller.queue) == 0), timeout=10, what="an empty queue")
+        await anyio.sleep(0.2)
+    # One pass per namespace for the update, and one more for each copy's own watch event: all
+    # for home/auth, never for home/registry.
+    assert {ref for ref, _ in planned} == {str(AUTH)}, sorted(set(planned))[:5]
+    assert {namespace for _, namespace in planned} == {*names, "home"}

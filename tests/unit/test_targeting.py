@@ -481,3 +481,27 @@ def test_a_copy_under_an_earlier_name_is_left_alone_in_a_terminating_or_home_nam
     )
     assert [row.name for row in plan.rows] == ["basic-auth"]
     assert plan.actions == ()
+
+
+def test_a_plan_for_some_blueprints_leaves_the_other_blueprints_pairs_counted() -> None:
+    from secrets_operator import metrics
+
+    registry = BlueprintRef("registry", "pull-secret")
+    policy = Policy(blueprints=(BlueprintSpec(SECRET), BlueprintSpec(registry)))
+    both = {SECRET: secret_blueprint(), registry: secret_blueprint(registry)}
+    reporter = Reporter(_NoEvents(), blueprint=both.get)  # type: ignore[arg-type]
+    reporter.reset()
+    reporter.plan(plan_namespace(policy, namespace=TEAM, name="team-a", blueprints=both, copies={}))
+    only = {registry}
+    partial = plan_namespace(
+        policy, namespace=TEAM, name="team-a", blueprints={registry: both[registry]}, copies={}
+    )
+    reporter.plan(partial, only)
+
+    def missing(ref: BlueprintRef) -> float:
+        labels = {"blueprint": str(ref), "kind": "Secret", "state": "missing"}
+        return metrics.REGISTRY.get_sample_value("secrets_operator_copies", labels) or 0.0
+
+    assert (missing(SECRET), missing(registry)) == (1.0, 1.0)
+    reporter.plan(plan_namespace(policy, namespace=None, name="team-a", blueprints=both, copies={}), only)
+    assert (missing(SECRET), missing(registry)) == (0.0, 0.0)  # the namespace is gone: every pair
