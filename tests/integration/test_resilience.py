@@ -64,7 +64,9 @@ async def test_expired_watch_relists_and_repairs_what_changed_meanwhile(
     metrics = await operator.metrics()
     assert (
         metrics.value(
-            "secrets_operator_watch_restarts_total", informer=f"copies {scenario.secret_name}", reason="gone"
+            "secrets_operator_watch_restarts_total",
+            informer=f"copies Secret {scenario.secret_name}",
+            reason="gone",
         )
         >= 1
     )
