@@ -461,16 +461,18 @@ class Settings(BaseSettings):
         json_schema_extra={"example": "32"},
     )
     api_qps: float = Field(
-        default=50.0,
-        gt=0,
-        description="Sustained rate of API requests per second (client-side limit on every request, "
-        "one per watch opened). It bounds how fast a blueprint change reaches many copies.",
-        json_schema_extra={"example": "100"},
+        default=0.0,
+        ge=0,
+        description="Optional client-side cap on API requests per second (every request, one per watch "
+        "opened). 0: no client-side limit; writes are bounded by MAX_CONCURRENT_WRITES and the API "
+        "server's Priority and Fairness, whose 429 Retry-After the operator honours. Set it to be "
+        "gentler than the server requires.",
+        json_schema_extra={"example": "50", "default_text": "0 (no client-side limit)"},
     )
     api_burst: int = Field(
         default=100,
         ge=1,
-        description="Requests allowed in a burst above API_QPS.",
+        description="With API_QPS set, requests allowed in a burst above it.",
         json_schema_extra={"example": "200"},
     )
 

@@ -98,3 +98,19 @@ async def test_a_write_whose_budget_ends_mid_request_is_abandoned_by_then(tmp_pa
 )
 def test_retry_after_is_honoured_within_bounds(header: str, seconds: float) -> None:
     assert _retry_after({"Retry-After": header}) == seconds
+
+
+async def test_no_client_side_limit_by_default_and_a_cap_when_asked() -> None:
+    """API_QPS 0 (the default) sends at once; a cap of 20/s with burst 5 spaces the rest out."""
+    from secrets_operator.kube.client import RateLimiter
+
+    unlimited = RateLimiter(0, 1)
+    started = time.monotonic()
+    for _ in range(1000):
+        await unlimited.acquire()
+    assert time.monotonic() - started < 0.5
+    capped = RateLimiter(20, 5)
+    started = time.monotonic()
+    for _ in range(15):
+        await capped.acquire()
+    assert time.monotonic() - started >= 0.45  # 10 requests past the burst at 20/s

@@ -83,7 +83,7 @@ def test_only_blueprints_is_needed_and_everything_else_has_its_documented_defaul
     assert loaded.log_format == "json"
     assert loaded.resync_seconds == 600.0
     assert loaded.max_concurrent_writes == 16
-    assert loaded.api_qps == 50.0
+    assert loaded.api_qps == 0.0  # no client-side limit: Priority and Fairness decides
     assert loaded.api_burst == 100
 
 
@@ -822,7 +822,7 @@ def test_run_with_a_bad_blueprint_exits_2_with_one_line(tmp_path: Path, value: s
         ("API_BURST", "lots"),
         ("API_BURST", "0"),
         ("API_QPS", "fast"),
-        ("API_QPS", "0"),
+        ("API_QPS", "-1"),
         ("RESYNC_SECONDS", "10m"),
         ("RESYNC_SECONDS", "0"),
         ("LEASE_DURATION_SECONDS", "15s"),

@@ -6,8 +6,8 @@ responses are plain JSON dicts: deserialising into generated model objects costs
 the caches do not need, and the generated code has no read timeout on watches.
 
 What it adds:
-- a token-bucket rate limit (``API_QPS``/``API_BURST``) on every request (one token per watch
-  opened);
+- an optional token-bucket rate limit (``API_QPS``/``API_BURST``, off by default) on every
+  request (one token per watch opened);
 - a timeout on every request, and an inactivity timeout on watch streams;
 - :class:`ApiError` carrying status, reason and the server's message — never a request or
   response body, which for Secrets would contain data. (kubernetes_asyncio's own ``rest`` logger
@@ -84,7 +84,8 @@ def resource_version_unavailable(exc: ApiError) -> bool:
 
 
 class RateLimiter:
-    """Token bucket: ``burst`` requests at once, refilled at ``qps`` per second."""
+    """Token bucket: ``burst`` requests at once, refilled at ``qps`` per second; no limit at all
+    when ``qps`` is 0 (the API server's Priority and Fairness then decides, with 429s)."""
 
     def __init__(self, qps: float, burst: int) -> None:
         self.qps, self.burst = qps, burst
@@ -93,6 +94,8 @@ class RateLimiter:
         self._lock = anyio.Lock()
 
     async def acquire(self) -> None:
+        if self.qps <= 0:
+            return
         async with self._lock:
             now = time.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.qps)
