@@ -40,13 +40,6 @@ COPIES = Gauge(
     ["blueprint", "kind", "state"],
     registry=REGISTRY,
 )
-HEDGED_CREATES = Counter(
-    "secrets_operator_hedged_creates_total",
-    "Creates of a copy in a just-created namespace sent a second time because the first had no "
-    "answer after 5 ms (the API server's NamespaceLifecycle admission makes a create wait 50 ms "
-    "when its own informer has not seen the namespace yet).",
-    registry=REGISTRY,
-)
 EXCLUDED = Gauge(
     "secrets_operator_excluded_namespaces",
     "Namespaces that are not a blueprint's target, by blueprint, kind and the rule that excluded them "

@@ -18,9 +18,7 @@ import base64
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import anyio
-
-from secrets_operator import metrics, redaction
+from secrets_operator import redaction
 from secrets_operator.kube.client import JSON, ApiError, Kube
 from secrets_operator.model import Action, ActionKind, Blueprint, BlueprintRef, Kind
 from secrets_operator.planning import object_hash
@@ -54,15 +52,6 @@ def _base64_values(blueprint: Blueprint) -> list[str]:
         return list(blueprint.data.values())
     plain = [base64.b64encode(value.encode()).decode() for value in blueprint.data.values()]
     return [*plain, *blueprint.binary_data.values()]
-
-
-#: Seconds after which the create of a copy in a just-created namespace is sent a second time.
-#: kube-apiserver's NamespaceLifecycle admission sleeps 50 ms (missingNamespaceWait,
-#: k8s.io/apiserver pkg/admission/plugin/namespace/lifecycle) when a create names a namespace its
-#: own informer has not seen yet, which the operator's watch can beat. A second POST a little
-#: later finds the informer caught up and is admitted at once; the first then answers 409
-#: AlreadyExists (or wins, and the second does). Only the slow creates cost a second request.
-HEDGE_AFTER = 0.005
 
 
 class Writer:
@@ -122,23 +111,17 @@ class Writer:
     async def _send(self, method: str, path: str, body: Any, content_type: str = "application/json") -> JSON:
         return await self.kube.request(method, path, body=body, content_type=content_type, guard=self.guard)
 
-    async def apply(self, action: Action, *, hedge: bool = False) -> None:
+    async def apply(self, action: Action) -> None:
         """One write, with preconditions; raises ApiError or NotLeaderError.
 
         Raises WrittenDifferentlyError when the API server stored something other than what was
         written (a mutating webhook at work): retrying with backoff beats fighting it in a loop.
-        ``hedge``: the namespace was just created; a create not answered within HEDGE_AFTER is
-        sent again (see there).
         """
         kind = action.blueprint.kind
         objects = f"/api/v1/namespaces/{action.namespace}/{kind.plural}"
         stored: JSON | None = None
         if action.kind == ActionKind.CREATE:
-            stored = await (
-                self._hedged_create(objects, action.body)
-                if hedge
-                else self._send("POST", objects, action.body)
-            )
+            stored = await self._send("POST", objects, action.body)
         elif action.kind == ActionKind.UPDATE:
             stored = await self._send(
                 "PATCH", f"{objects}/{action.name}", action.body, content_type="application/merge-patch+json"
@@ -151,34 +134,3 @@ class Writer:
                 stored = await self._send("POST", objects, action.body)
         if stored is not None and action.hash and object_hash(kind, stored) != action.hash:
             raise WrittenDifferentlyError
-
-    async def _hedged_create(self, path: str, body: Any) -> JSON:
-        """POST, and POST again if no answer came within HEDGE_AFTER; the created object if either
-        created it, else the first error that is not the other's 409 AlreadyExists."""
-        outcomes: list[JSON | BaseException] = []
-        answered = anyio.Event()
-
-        async def attempt(delay: float) -> None:
-            if delay:
-                with anyio.move_on_after(delay):
-                    await answered.wait()
-                if answered.is_set():
-                    return
-                metrics.HEDGED_CREATES.inc()
-            try:
-                outcomes.append(await self._send("POST", path, body))
-            except Exception as exc:
-                outcomes.append(exc)
-            answered.set()
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(attempt, 0.0)
-            tasks.start_soon(attempt, HEDGE_AFTER)
-        for outcome in outcomes:
-            if not isinstance(outcome, BaseException):
-                return outcome
-        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        for error in errors:
-            if not (isinstance(error, ApiError) and error.status == 409):
-                raise error
-        raise errors[0]

@@ -787,12 +787,6 @@ class Bench:
             mean = metrics.value(f"{PROPAGATION}_sum") / metrics.value(f"{PROPAGATION}_count") * 1000
             result.row("operator's own view (propagation_seconds mean)", f"{mean:.1f} ms")
         result.row("429s while creating namespaces", str(throttled))
-        hedged = metrics.value("secrets_operator_hedged_creates_total")
-        result.data["hedged_creates"] = hedged
-        result.row(
-            "creates sent twice (no answer after 5 ms: the API server's missing-namespace wait)",
-            f"{hedged:.0f}",
-        )
         return result
 
     # -- b. fan-out

@@ -356,27 +356,3 @@ async def test_a_blueprint_change_plans_only_that_blueprints_pairs(
     # for home/auth, never for home/registry.
     assert {ref for ref, _ in planned} == {str(AUTH)}, sorted(set(planned))[:5]
     assert {namespace for _, namespace in planned} == {*names, "home"}
-
-
-async def test_creates_in_a_namespace_just_created_are_hedged_and_others_not(
-    api: FakeApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert api.controller is not None
-    controller = api.controller
-    seen: dict[str, bool] = {}
-    real = controller.writer.apply
-
-    async def recording(action: Any, *, hedge: bool = False) -> None:
-        seen[action.namespace] = hedge
-        await real(action, hedge=hedge)
-
-    monkeypatch.setattr(controller.writer, "apply", recording)
-    add_namespaces(api, "old")
-    async with leading(api):
-        await wait_for(now(lambda: "old" in seen), timeout=5, what="the copy in the existing namespace")
-        fresh = NamespaceInfo("fresh", {})
-        controller.namespaces.store["fresh"] = fresh
-        assert controller.namespaces.on_change is not None
-        controller.namespaces.on_change("fresh", None, fresh)  # as the watch would: ADDED
-        await wait_for(now(lambda: "fresh" in seen), timeout=5, what="the copy in the new namespace")
-    assert seen == {"old": False, "fresh": True}
