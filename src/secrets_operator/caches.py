@@ -72,6 +72,8 @@ class Caches:
         # blueprint -> when (monotonic) a consistent read last found it absent (confirm_missing).
         self.confirmed_missing: dict[BlueprintRef, float] = {}
         self._confirming: dict[BlueprintRef, anyio.Lock] = {}
+        # blueprint -> (until when, the error) of a confirming read that failed: shared, not repeated
+        self._confirm_failed: dict[BlueprintRef, tuple[float, ApiError]] = {}
         self._on_blueprint = on_blueprint
 
         self.namespaces: Informer[NamespaceInfo] = Informer(
@@ -226,8 +228,18 @@ class Caches:
             confirmed = self.confirmed_missing.get(ref)
             if confirmed is not None and time.monotonic() - confirmed < PRUNE_CONFIRMATION_SECONDS:
                 return True
+            failed = self._confirm_failed.get(ref)
+            if failed is not None and time.monotonic() < failed[0]:
+                raise failed[1]  # the namespaces waiting here share one failed read
             started = time.monotonic()
-            await self.blueprint_informers[ref].read_again()  # a change reaches _blueprint_changed
+            try:
+                await self.blueprint_informers[ref].read_again()  # a change reaches _blueprint_changed
+            except ApiError as exc:
+                # Until Retry-After (a 429), or a second: not one read per namespace in the meantime.
+                wait = max(exc.retry_after, PRUNE_CONFIRMATION_SECONDS)
+                self._confirm_failed[ref] = (time.monotonic() + wait, exc)
+                raise
+            self._confirm_failed.pop(ref, None)
             if self.blueprint(ref) is None:
                 self.confirmed_missing[ref] = started
                 return True

@@ -9,7 +9,7 @@ plumbing (``kube/``), through the pieces it owns:
 
 What stays here is control flow. *Triggers*: a namespace event enqueues that namespace, a copy
 event its namespace, a blueprint event every namespace, a relist of copies and the resync timer
-every namespace; events say only where to look. *Reconcile*: plan one namespace from the caches,
+every namespace; events say only where to look, and which blueprints' pairs (``_scope``). *Reconcile*: plan one namespace from the caches,
 then apply the plan's writes (an in-sync namespace costs no request). *Leadership*: every replica
 runs the caches; only the leader runs workers, and every write first checks that leadership is
 still valid (the writer's guard).
@@ -172,7 +172,7 @@ class Controller:
         the fresh cache finds it; namespaces in sync cost no request."""
         if self.active:
             log.info("copies relisted; checking every namespace", extra={"kind": str(key[0]), "copy": key[1]})
-            self.enqueue_all()
+            self.enqueue_all(self.caches.copy_owner[key])
 
     def _blueprint_changed(self, key: str, old: Blueprint | None, new: Blueprint | None) -> None:
         either = new or old
@@ -242,9 +242,14 @@ class Controller:
         only = self._scopes.pop(namespace, None)
         plan = self.plan(namespace, only)
         try:
-            if not await self._prunes_confirmed(plan):
-                plan = self.plan(namespace, only)  # the blueprint is back: plan from it
+            # A blueprint found back leaves the plan's deletes; the others are confirmed in turn.
+            while not await self._prunes_confirmed(plan):
+                plan = self.plan(namespace, only)
         except ApiError as exc:
+            self._scope(namespace, None)
+            if exc.status == 429:  # a saturated server: wait as it asked, like a throttled write
+                self.queue.hold(namespace, max(exc.retry_after, 1.0), since=since)
+                return Outcome.THROTTLED
             log.warning(
                 "could not read the blueprint again before pruning; will retry",
                 extra={"namespace": namespace, "error": self.describe_error(exc)},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -356,3 +357,74 @@ async def test_a_blueprint_change_plans_only_that_blueprints_pairs(
     # for home/auth, never for home/registry.
     assert {ref for ref, _ in planned} == {str(AUTH)}, sorted(set(planned))[:5]
     assert {namespace for _, namespace in planned} == {*names, "home"}
+
+
+# -- a narrow note never hides a pair that still needs work
+
+
+def copies_in(api: FakeApi, namespace: str) -> set[str]:
+    return {name for (where, name) in api.secrets if where == namespace}
+
+
+async def test_a_namespace_event_after_a_copy_event_plans_every_blueprint(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    add_namespaces(api, "team")
+    controller.active = True
+    controller._copy_changed(AUTH, "team")  # someone edited the auth copy: note {auth}
+    controller._namespace_changed("team", None, NamespaceInfo("team", {}))  # then the namespace
+    await controller.reconcile("team", time.monotonic())
+    assert copies_in(api, "team") == {"auth", "registry"}
+
+
+async def test_a_429_hold_then_a_narrow_event_still_plans_every_blueprint(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    add_namespaces(api, "team")
+    controller.active = True
+    throttled = ApiError(method="POST", path="x", status=429, reason="TooManyRequests", retry_after=0)
+    api.fail = lambda method, path, body: throttled if "auth" in str(body) else None
+    assert await controller.reconcile("team", time.monotonic()) == "throttled"  # registry never tried
+    api.fail = lambda method, path, body: None
+    controller._copy_changed(AUTH, "team")  # an event during the hold: note {auth}
+    await controller.reconcile("team", time.monotonic())
+    assert copies_in(api, "team") == {"auth", "registry"}
+
+
+async def test_a_prune_recheck_survives_a_narrow_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRETS_OPERATOR_BLUEPRINTS", "home/auth,home/registry")
+    monkeypatch.setenv("SECRETS_OPERATOR_PRUNE", "true")
+    monkeypatch.setenv("SECRETS_OPERATOR_PRUNE_GRACE_SECONDS", "30")
+    fake = FakeApi()
+    controller = fake.controller = Controller(load(), fake, identity="test")
+    for ref in (AUTH, REGISTRY):
+        secret = {
+            "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": f"uid-{ref.name}"},
+            "type": "Opaque",
+            "data": {"key": base64.b64encode(ref.name.encode()).decode()},
+        }
+        controller.caches.blueprint_informers[ref].store[f"{ref}"] = trim_blueprint(ref, secret)
+    for informer in controller.informers:
+        informer.synced.set()
+    add_namespaces(fake, "team")
+    controller.active = True
+    await controller.reconcile("team", time.monotonic())
+    assert copies_in(fake, "team") == {"auth", "registry"}
+
+    async def one_pass() -> None:
+        with anyio.fail_after(1):
+            namespace, since = await controller.queue.get()
+        try:
+            assert await controller.reconcile(namespace, since) == "success"
+        finally:
+            controller.queue.done(namespace)
+        controller.queue.forget(namespace)
+
+    key = f"{REGISTRY}"
+    old = controller.caches.blueprint_informers[REGISTRY].store.pop(key)
+    controller.caches._blueprint_changed(key, old, None)  # registry deleted: note {registry}
+    await one_pass()  # registry within its grace: a recheck when it ends
+    assert "team" in controller.queue._delayed
+    controller._copy_changed(AUTH, "team")  # a narrow event meanwhile
+    await one_pass()
+    assert "team" in controller.queue._delayed, "the prune recheck was lost"

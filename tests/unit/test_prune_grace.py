@@ -17,7 +17,7 @@ import pytest
 from secrets_operator import caches as caches_module
 from secrets_operator import controller as controller_module
 from secrets_operator.controller import Controller
-from secrets_operator.kube.client import JSON, Kube
+from secrets_operator.kube.client import JSON, ApiError, Kube
 from secrets_operator.model import (
     ActionKind,
     Blueprint,
@@ -186,3 +186,98 @@ async def test_the_end_of_the_grace_reads_the_blueprint_again_and_prunes_only_if
     clock.at(2 * GRACE + 1.0)
     assert await controller.reconcile("team-a", since=clock.now)
     assert api.requests == [("GET", listed), ("DELETE", f"/api/v1/namespaces/team-a/secrets/{REF.name}")]
+
+
+# -- several blueprints, and a saturated server
+
+
+def _our_copy(ref: BlueprintRef, namespace: str) -> CopyInfo:
+    return CopyInfo(
+        namespace=namespace,
+        name=ref.name,
+        resource_version="42",
+        type="Opaque",
+        immutable=False,
+        labels={"app.kubernetes.io/managed-by": "secrets-operator"},
+        annotations={"secrets-operator.io/source": str(ref)},
+        data_hash=content_hash("Opaque", DATA),
+        data_keys=frozenset(DATA),
+    )
+
+
+def _object_of(ref: BlueprintRef, resource_version: str) -> JSON:
+    return {
+        "metadata": {"name": ref.name, "namespace": ref.namespace, "resourceVersion": resource_version},
+        "type": "Opaque",
+        "data": dict(DATA),
+    }
+
+
+class Servers:
+    """Each blueprint's consistent read answers what the server holds now (or one error)."""
+
+    def __init__(self, error: ApiError | None = None) -> None:
+        self.present: dict[str, JSON] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.error = error
+
+    async def request(self, method: str, path: str, **_: Any) -> JSON:
+        self.requests.append((method, path))
+        return {}
+
+    async def list_pages(self, path: str, *, query: Any = (), page_size: int = 500) -> AsyncIterator[JSON]:
+        self.requests.append(("LIST", path))
+        if self.error is not None:
+            raise self.error
+        name = dict(query)["fieldSelector"].split("=", 1)[1]
+        yield {
+            "items": [self.present[name]] if name in self.present else [],
+            "metadata": {"resourceVersion": "100"},
+        }
+
+
+def _pruning(api: Servers, refs: tuple[BlueprintRef, ...], namespaces: list[str]) -> Controller:
+    settings = Settings(
+        blueprints=tuple(BlueprintSpec(ref) for ref in refs), prune=True, prune_grace_seconds=4
+    )
+    controller = Controller(settings, cast(Kube, api), identity="test")
+    for namespace in namespaces:
+        controller.namespaces.store[namespace] = NamespaceInfo(namespace, {})
+    for ref in refs:
+        controller.caches.blueprint_informers[ref].store[f"{ref}"] = trim_blueprint(ref, _object_of(ref, "7"))
+        for namespace in namespaces:
+            controller.caches.copy_informers[(Kind.SECRET, ref.name)].store[namespace] = _our_copy(
+                ref, namespace
+            )
+    for informer in controller.informers:
+        informer.synced.set()
+    controller.active = True
+    for ref in refs:  # deleted, as the watches saw it
+        old = controller.caches.blueprint_informers[ref].store.pop(f"{ref}")
+        controller.caches._blueprint_changed(f"{ref}", old, None)
+    return controller
+
+
+async def test_every_missing_blueprint_is_confirmed_before_its_copies_are_pruned(clock: Clock) -> None:
+    """Two blueprints past the grace, both back while their watches lag: finding the first back
+    used to replan once and prune the second's copy without reading it again."""
+    first, second = BlueprintRef("auth", "a-secret"), BlueprintRef("auth", "b-secret")
+    api = Servers()
+    controller = _pruning(api, (first, second), ["team"])
+    api.present = {first.name: _object_of(first, "9"), second.name: _object_of(second, "9")}
+    clock.at(5.0)
+    await controller.reconcile("team", since=clock.now)
+    assert [request for request in api.requests if request[0] == "DELETE"] == []
+    assert controller.blueprint(first) is not None
+    assert controller.blueprint(second) is not None
+
+
+async def test_a_throttled_read_before_pruning_is_shared_and_honours_retry_after(clock: Clock) -> None:
+    throttled = ApiError(method="GET", path="x", status=429, reason="TooManyRequests", retry_after=5)
+    api = Servers(error=throttled)
+    names = [f"team-{index}" for index in range(50)]
+    controller = _pruning(api, (REF,), names)
+    clock.at(5.0)
+    outcomes = {await controller.reconcile(namespace, since=clock.now) for namespace in names}
+    assert outcomes == {"throttled"}  # held for Retry-After, not retried with backoff as an error
+    assert len([request for request in api.requests if request[0] == "LIST"]) == 1  # one read, shared

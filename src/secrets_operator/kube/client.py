@@ -153,7 +153,7 @@ class Kube:
     """One connection to the API server, shared by every informer, the elector and the writer."""
 
     def __init__(
-        self, api_client: ApiClient, *, qps: float = 50, burst: int = 100, timeout: float = 30
+        self, api_client: ApiClient, *, qps: float = 0, burst: int = 100, timeout: float = 30
     ) -> None:
         self.api_client = api_client
         self.limiter = RateLimiter(qps, burst)
@@ -164,7 +164,7 @@ class Kube:
         cls,
         *,
         kubeconfig: str | None = None,
-        qps: float = 50,
+        qps: float = 0,
         burst: int = 100,
         max_connections: int = 64,
         user_agent: str = "secrets-operator",
