@@ -9,8 +9,9 @@ plumbing (``kube/``), through the pieces it owns:
 
 What stays here is control flow. *Triggers*: a namespace event enqueues that namespace, a copy
 event its namespace, a blueprint event every namespace, a relist of copies and the resync timer
-every namespace; events say only where to look, and which blueprints' pairs (``_scope``). *Reconcile*: plan one namespace from the caches,
-then apply the plan's writes (an in-sync namespace costs no request). *Leadership*: every replica
+every namespace; events say only where to look, and which blueprints' pairs (``_scope``).
+*Reconcile*: plan one namespace from the caches, then apply the plan's writes (an in-sync
+namespace costs no request). *Leadership*: every replica
 runs the caches; only the leader runs workers, and every write first checks that leadership is
 still valid (the writer's guard).
 
