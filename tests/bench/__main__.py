@@ -500,6 +500,52 @@ class CopyWatch:
                 await anyio.sleep(0.5)
 
 
+class Reflex:
+    """The floor of the new-namespace path: one watch delivery and one POST, nothing else.
+
+    A raw watch on namespaces that, the moment a namespace in ``wanted`` is ADDED, POSTs a Secret
+    named like the blueprint into it: no queue, no planning, no delay, no second request. What an
+    independent watch then sees is the fastest any controller built on a watch could be.
+    """
+
+    def __init__(self, api: Api, *, secret: str, wanted: set[str]) -> None:
+        self.api, self.secret, self.wanted = api, secret, wanted
+        self.sent = 0
+
+    async def _post(self, namespace: str) -> None:
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": self.secret}, "data": fresh_data()}
+        with contextlib.suppress(ApiStatusError):
+            await self.api.send("POST", f"/api/v1/namespaces/{namespace}/secrets", body=body)
+        self.sent += 1
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        _, resource_version = await self.api.list_all("/api/v1/namespaces")
+        query = [("watch", "true"), ("resourceVersion", resource_version), ("timeoutSeconds", "3600")]
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None)
+        response = await self.api.open("GET", "/api/v1/namespaces", query=query, timeout=timeout)
+        if response.status >= 400:
+            payload = await response.read()
+            response.release()
+            raise _failure("WATCH", "/api/v1/namespaces", response, payload)
+        task_status.started()
+        buffer = b""
+        async with anyio.create_task_group() as posts:
+            try:
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        name = (event.get("object") or {}).get("metadata", {}).get("name", "")
+                        if event.get("type") == "ADDED" and name in self.wanted:
+                            self.wanted.discard(name)
+                            posts.start_soon(self._post, name)
+            finally:
+                response.release()
+
+
 class Copies:
     """The copies of every blueprint of one benchmark, one watch per blueprint name."""
 
@@ -727,8 +773,24 @@ class Bench:
 
     # -- a. propagation
 
+    async def _create_at_rate(self, names: list[str], rate: float, what: str) -> tuple[dict[str, float], int]:
+        """Create ``names`` one at a time at ``rate`` per second; when each was created, and 429s."""
+        created: dict[str, float] = {}
+        throttled = 0
+        began = time.monotonic()
+        for index, name in enumerate(names):
+            delay = began + index / rate - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+            throttled += await self.api.create_namespace(name)
+            created[name] = time.monotonic()
+            if (index + 1) % 100 == 0:
+                progress(f"{what}: {index + 1}/{len(names)} namespaces created")
+        return created, throttled
+
     async def propagation(self) -> Result:
-        """New namespace → copy observed by an independent watch, at a steady creation rate."""
+        """New namespace → copy observed by an independent watch, at a steady creation rate; then
+        the floor (one watch delivery + one POST, see Reflex) at the same rate, in the same run."""
         result = Result("propagation")
         count, rate = self.options.namespaces, self.options.rate
         corner = Corner(PREFIXES["propagation"], self.options.blueprints_for("propagation"))
@@ -738,17 +800,7 @@ class Bench:
             cluster_namespaces = await self.settle(operator)
             progress(f"propagation: creating {count} namespaces at {rate:g}/s, one at a time")
             names = [corner.namespace(index) for index in range(count)]
-            created: dict[str, float] = {}
-            throttled = 0
-            began = time.monotonic()
-            for index, name in enumerate(names):
-                delay = began + index / rate - time.monotonic()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                throttled += await self.api.create_namespace(name)
-                created[name] = time.monotonic()
-                if (index + 1) % 100 == 0:
-                    progress(f"propagation: {index + 1}/{count} namespaces created")
+            created, throttled = await self._create_at_rate(names, rate, "propagation")
             # N creates span N - 1 intervals at the requested rate.
             span = created[names[-1]] - created[names[0]]
             achieved = (count - 1) / span if span > 0 else 0.0
@@ -759,6 +811,25 @@ class Bench:
                 status=copies.status(count),
             )
             metrics = await operator.metrics()
+            progress("propagation: stopping the operator (SIGTERM) for the floor")
+            await self.fleet.stop(operator)
+            floor_names = [corner.namespace(f"floor-{index:05d}") for index in range(count)]
+            reflex = Reflex(self.api, secret=corner.blueprints[0], wanted=set(floor_names))
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(reflex.run)
+                progress(f"propagation: the floor, {count} namespaces at {rate:g}/s")
+                floor_created, _ = await self._create_at_rate(floor_names, rate, "floor")
+                await copies.notifier.wait(
+                    lambda: all(copies.watches[0].first_seen.get(name) for name in floor_names),
+                    timeout=60 + count / 10,
+                    what="every floor copy",
+                )
+                tasks.cancel_scope.cancel()
+        floor = [
+            (seen - floor_created[name]) * 1000
+            for name in floor_names
+            if (seen := copies.watches[0].first_seen.get(name)) is not None
+        ]
         latencies = [
             (seen - created[name]) * 1000 for name in names if (seen := copies.seen(name)) is not None
         ]
@@ -783,6 +854,13 @@ class Bench:
                 result.row(f"p{pct}", f"{value:.1f} ms")
             result.data["max_ms"] = max(latencies)
             result.row("max", f"{max(latencies):.1f} ms")
+        if floor:
+            result.data["floor_latencies_ms"] = [round(value, 3) for value in floor]
+            for pct in (50, 99):
+                value = percentile(floor, pct)
+                result.data[f"floor_p{pct}_ms"] = value
+                ratio = f" (operator / floor: {result.data[f'p{pct}_ms'] / value:.2f})" if latencies else ""
+                result.row(f"floor (watch delivery + one POST) p{pct}", f"{value:.1f} ms{ratio}")
         if metrics.value(f"{PROPAGATION}_count"):
             mean = metrics.value(f"{PROPAGATION}_sum") / metrics.value(f"{PROPAGATION}_count") * 1000
             result.row("operator's own view (propagation_seconds mean)", f"{mean:.1f} ms")
