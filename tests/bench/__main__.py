@@ -386,6 +386,21 @@ class Notifier:
         return True
 
 
+async def watch_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[float, dict[str, Any]]]:
+    """The events of a watch stream, each with the monotonic time its chunk arrived; releases it."""
+    buffer = b""
+    try:
+        async for chunk in response.content.iter_any():
+            now = time.monotonic()
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield now, json.loads(line)
+    finally:
+        response.release()
+
+
 class CopyWatch:
     """An independent LIST+WATCH of every Secret named ``name``, as a user of the cluster sees it.
 
@@ -458,24 +473,13 @@ class CopyWatch:
         return response
 
     async def _consume(self, response: aiohttp.ClientResponse) -> None:
-        buffer = b""
-        try:
-            async for chunk in response.content.iter_any():
-                now = time.monotonic()
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        if obj.get("code") == 410:
-                            raise WatchGoneError
-                        raise BenchError(f"watch error {obj.get('code')} {obj.get('reason', '')}")
-                    self._observe(str(event.get("type")), obj, now)
-        finally:
-            response.release()
+        async for now, event in watch_events(response):
+            obj = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                if obj.get("code") == 410:
+                    raise WatchGoneError
+                raise BenchError(f"watch error {obj.get('code')} {obj.get('reason', '')}")
+            self._observe(str(event.get("type")), obj, now)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """List, then watch forever; signals ``started`` once the first stream is open."""
@@ -528,22 +532,12 @@ class Reflex:
             response.release()
             raise _failure("WATCH", "/api/v1/namespaces", response, payload)
         task_status.started()
-        buffer = b""
         async with anyio.create_task_group() as posts:
-            try:
-                async for chunk in response.content.iter_any():
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
-                        if not line.strip():
-                            continue
-                        event = json.loads(line)
-                        name = (event.get("object") or {}).get("metadata", {}).get("name", "")
-                        if event.get("type") == "ADDED" and name in self.wanted:
-                            self.wanted.discard(name)
-                            posts.start_soon(self._post, name)
-            finally:
-                response.release()
+            async for _, event in watch_events(response):
+                name = (event.get("object") or {}).get("metadata", {}).get("name", "")
+                if event.get("type") == "ADDED" and name in self.wanted:
+                    self.wanted.discard(name)
+                    posts.start_soon(self._post, name)
 
 
 class Copies:

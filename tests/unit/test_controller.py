@@ -127,9 +127,15 @@ def nonce_webhook() -> Callable[[JSON], None]:
 async def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     monkeypatch.setenv("SECRETS_OPERATOR_BLUEPRINTS", "home/auth,home/registry")
     monkeypatch.setenv("SECRETS_OPERATOR_MAX_CONCURRENT_WRITES", "4")
-    fake = FakeApi()
-    controller = Controller(load(), fake, identity="test")
-    fake.controller = controller
+    fake = with_blueprints(FakeApi())
+    assert fake.controller is not None
+    fake.controller.namespaces.store["home"] = NamespaceInfo("home", {})
+    return fake
+
+
+def with_blueprints(fake: FakeApi) -> FakeApi:
+    """A controller on ``fake`` from the environment's settings, with both blueprints cached."""
+    controller = fake.controller = Controller(load(), fake, identity="test")
     for ref in (AUTH, REGISTRY):
         secret = {
             "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": f"uid-{ref.name}"},
@@ -137,7 +143,6 @@ async def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
             "data": {"key": base64.b64encode(ref.name.encode()).decode()},
         }
         controller.caches.blueprint_informers[ref].store[f"{ref}"] = trim_blueprint(ref, secret)
-    controller.namespaces.store["home"] = NamespaceInfo("home", {})
     for informer in controller.informers:
         informer.synced.set()
     return fake
@@ -395,17 +400,9 @@ async def test_a_prune_recheck_survives_a_narrow_event(monkeypatch: pytest.Monke
     monkeypatch.setenv("SECRETS_OPERATOR_BLUEPRINTS", "home/auth,home/registry")
     monkeypatch.setenv("SECRETS_OPERATOR_PRUNE", "true")
     monkeypatch.setenv("SECRETS_OPERATOR_PRUNE_GRACE_SECONDS", "30")
-    fake = FakeApi()
-    controller = fake.controller = Controller(load(), fake, identity="test")
-    for ref in (AUTH, REGISTRY):
-        secret = {
-            "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": f"uid-{ref.name}"},
-            "type": "Opaque",
-            "data": {"key": base64.b64encode(ref.name.encode()).decode()},
-        }
-        controller.caches.blueprint_informers[ref].store[f"{ref}"] = trim_blueprint(ref, secret)
-    for informer in controller.informers:
-        informer.synced.set()
+    fake = with_blueprints(FakeApi())
+    controller = fake.controller
+    assert controller is not None
     add_namespaces(fake, "team")
     controller.active = True
     await controller.reconcile("team", time.monotonic())

@@ -66,8 +66,26 @@ class FakeApi:
 
 
 def blueprint_object(resource_version: str = "7") -> JSON:
+    return _object_of(REF, resource_version)
+
+
+def _our_copy(ref: BlueprintRef, namespace: str) -> CopyInfo:
+    return CopyInfo(
+        namespace=namespace,
+        name=ref.name,
+        resource_version="42",
+        type="Opaque",
+        immutable=False,
+        labels={"app.kubernetes.io/managed-by": "secrets-operator"},
+        annotations={"secrets-operator.io/source": str(ref)},
+        data_hash=content_hash("Opaque", DATA),
+        data_keys=frozenset(DATA),
+    )
+
+
+def _object_of(ref: BlueprintRef, resource_version: str) -> JSON:
     return {
-        "metadata": {"name": REF.name, "namespace": REF.namespace, "resourceVersion": resource_version},
+        "metadata": {"name": ref.name, "namespace": ref.namespace, "resourceVersion": resource_version},
         "type": "Opaque",
         "data": dict(DATA),
     }
@@ -88,17 +106,7 @@ def replica(api: FakeApi) -> Controller:
     controller = Controller(settings, cast(Kube, api), identity="test")
     controller.namespaces.store["team-a"] = NamespaceInfo("team-a", {})
     controller.caches.blueprint_informers[REF].store[KEY] = trim_blueprint(REF, blueprint_object())
-    controller.caches.copy_informers[(Kind.SECRET, REF.name)].store["team-a"] = CopyInfo(
-        namespace="team-a",
-        name=REF.name,
-        resource_version="42",
-        type="Opaque",
-        immutable=False,
-        labels={"app.kubernetes.io/managed-by": "secrets-operator"},
-        annotations={"secrets-operator.io/source": str(REF)},
-        data_hash=content_hash("Opaque", DATA),
-        data_keys=frozenset(DATA),
-    )
+    controller.caches.copy_informers[(Kind.SECRET, REF.name)].store["team-a"] = _our_copy(REF, "team-a")
     for informer in controller.informers:
         informer.synced.set()
     return controller
@@ -189,28 +197,6 @@ async def test_the_end_of_the_grace_reads_the_blueprint_again_and_prunes_only_if
 
 
 # -- several blueprints, and a saturated server
-
-
-def _our_copy(ref: BlueprintRef, namespace: str) -> CopyInfo:
-    return CopyInfo(
-        namespace=namespace,
-        name=ref.name,
-        resource_version="42",
-        type="Opaque",
-        immutable=False,
-        labels={"app.kubernetes.io/managed-by": "secrets-operator"},
-        annotations={"secrets-operator.io/source": str(ref)},
-        data_hash=content_hash("Opaque", DATA),
-        data_keys=frozenset(DATA),
-    )
-
-
-def _object_of(ref: BlueprintRef, resource_version: str) -> JSON:
-    return {
-        "metadata": {"name": ref.name, "namespace": ref.namespace, "resourceVersion": resource_version},
-        "type": "Opaque",
-        "data": dict(DATA),
-    }
 
 
 class Servers:
