@@ -29,6 +29,8 @@ JSON = dict[str, Any]
 
 _intern = sys.intern
 _NOTHING: Mapping[str, str] = {}  # shared by every object without relevant metadata; never mutated
+# Shared too: CPython makes a new 216-byte set for every ``frozenset()``, one per Secret copy.
+_NO_KEYS: frozenset[str] = frozenset()
 _MAX_SHARED = 4096
 
 
@@ -93,7 +95,7 @@ class Trimmer:
             annotations=self._shared(_strings(annotations)),
             data_hash=_intern(object_hash(kind, obj)),
             data_keys=self._keys(obj.get("data") or {}),
-            binary_keys=frozenset() if secret else self._keys(obj.get("binaryData") or {}),
+            binary_keys=_NO_KEYS if secret else self._keys(obj.get("binaryData") or {}),
         )
 
 
