@@ -89,6 +89,8 @@ class Digest:
 
 
 #: Within one namespace: a blueprint and the copy's name (its target, or an earlier one).
+#: Bound of the table of shared tuples (see Reporter._share).
+_MAX_SHARED = 65536
 _Pair = tuple[BlueprintRef, str]
 _State = tuple[CopyState, str]  # the state and the rule that excluded the namespace ("" if none)
 
@@ -106,11 +108,12 @@ class Reporter:
         self.events = events
         self._blueprint = blueprint
         self.digest = Digest(window=window)
-        # namespace -> pair -> state: what the gauges count. Keys and states are shared tuples.
-        self.states: dict[str, dict[_Pair, _State]] = {}
+        # namespace -> its (pair, state) items: what the gauges count. Pairs, states and items
+        # are shared tuples, and a tuple is a third of a dict's size: 20 pairs cost 216 bytes.
+        self.states: dict[str, tuple[tuple[_Pair, _State], ...]] = {}
         self.counts: dict[tuple[BlueprintRef, CopyState], int] = {}
         self.excluded: dict[tuple[BlueprintRef, str], int] = {}
-        self._shared: dict[tuple[object, str], tuple[object, str]] = {}
+        self._shared: dict[tuple[object, object], tuple[object, object]] = {}
 
     def reset(self) -> None:
         """Start a leadership term with clean gauges (a standby's would go stale)."""
@@ -121,7 +124,11 @@ class Reporter:
         metrics.COPIES.clear()
         metrics.EXCLUDED.clear()
 
-    def _share(self, item: tuple[object, str]) -> tuple[object, str]:
+    def _share(self, item: tuple[object, object]) -> tuple[object, object]:
+        """One instance per distinct tuple. Distinct ones are few (blueprints × states × rules);
+        the table is emptied if it ever grows past a bound, which costs sharing, not correctness."""
+        if len(self._shared) >= _MAX_SHARED:
+            self._shared.clear()
         return self._shared.setdefault(item, item)
 
     def plan(self, plan: NamespacePlan, only: Collection[BlueprintRef] | None = None) -> None:
@@ -132,7 +139,7 @@ class Reporter:
         namespaces. A pair without a row (the namespace is gone, or a stale copy under an
         earlier name was deleted) is forgotten.
         """
-        before = self.states.pop(plan.namespace, {})
+        before = dict(self.states.pop(plan.namespace, ()))
         after: dict[_Pair, _State] = {}
         if only is not None and plan.rows:
             for other in [pair for pair in before if pair[0] not in only]:
@@ -153,7 +160,7 @@ class Reporter:
         for (ref, _), state in before.items():
             self._count(ref, state, -1)
         if after:
-            self.states[plan.namespace] = after
+            self.states[plan.namespace] = tuple(self._share(item) for item in after.items())  # type: ignore[misc]
 
     def _count(self, ref: BlueprintRef, state: _State | None, delta: int) -> None:
         if state is None:

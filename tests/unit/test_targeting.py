@@ -505,3 +505,19 @@ def test_a_plan_for_some_blueprints_leaves_the_other_blueprints_pairs_counted() 
     assert (missing(SECRET), missing(registry)) == (1.0, 1.0)
     reporter.plan(plan_namespace(policy, namespace=None, name="team-a", blueprints=both, copies={}), only)
     assert (missing(SECRET), missing(registry)) == (0.0, 0.0)  # the namespace is gone: every pair
+
+
+def test_the_reporter_keeps_one_tuple_of_shared_items_per_namespace() -> None:
+    """What the gauges count costs a small tuple per namespace, whatever the number of namespaces:
+    the (pair, state) items of namespaces in the same state are the same objects."""
+    registry = BlueprintRef("registry", "pull-secret")
+    policy = Policy(blueprints=(BlueprintSpec(SECRET), BlueprintSpec(registry)))
+    both = {SECRET: secret_blueprint(), registry: secret_blueprint(registry)}
+    reporter = Reporter(_NoEvents(), blueprint=both.get)  # type: ignore[arg-type]
+    reporter.reset()
+    for name in ("team-a", "team-b"):
+        namespace = NamespaceInfo(name, {"env": "prod"})
+        reporter.plan(plan_namespace(policy, namespace=namespace, name=name, blueprints=both, copies={}))
+    first, second = reporter.states["team-a"], reporter.states["team-b"]
+    assert type(first) is tuple and len(first) == 2
+    assert all(a is b for a, b in zip(first, second, strict=True))
