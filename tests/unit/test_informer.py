@@ -8,6 +8,7 @@ relist callback runs. The fake client only replays a script of answers.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -51,10 +52,10 @@ class ScriptedKube:
         assert step[0] == call, f"expected {step[0]}, the informer made a {call}"
         return step
 
-    async def list_pages(self, path: str, *, query: Any, page_size: int) -> AsyncIterator[JSON]:
+    async def list_page(self, path: str, *, query: Any, page_size: int, token: str = "") -> JSON:
         self.lists.append((dict(query), page_size))
         _, items = self._next("list")
-        yield {"metadata": {"resourceVersion": "1"}, "items": items}
+        return {"metadata": {"resourceVersion": "1"}, "items": items}
 
     async def watch(self, path: str, **_: Any) -> AsyncIterator[JSON]:
         _, events, error = self._next("watch")
@@ -204,6 +205,48 @@ async def test_an_expired_continue_token_starts_the_paged_list_over() -> None:
     assert informer.resource_version == "9"
 
 
+class Page(dict[str, Any]):
+    """A LIST page that can be watched for its end (a plain dict cannot be weakly referenced)."""
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_informers_listing_together_hold_at_most_their_shared_pages_in_memory(in_flight: int) -> None:
+    """At start every informer lists at once. A page is in memory from its request (the body
+    arriving) until its items are trimmed: no informer keeps one while it asks for the next (21
+    informers doing so with 500 copies a page left the RSS 50 MB above what the operator keeps),
+    and the informers share a bound on pages in flight (copy pages may be 32 MiB each)."""
+    alive: set[int] = set()
+    most = 0
+
+    class CountingKube(Kube):
+        def __init__(self) -> None:
+            super().__init__(cast(Any, None))
+
+        async def request(self, method: str, path: str, *, query: Any = (), **_: Any) -> JSON:
+            nonlocal most
+            number = int(dict(query).get("continue", "0"))
+            page = Page(metadata={"resourceVersion": "5"}, items=[item(f"{path}-{number}")])
+            if number < 4:
+                page["metadata"]["continue"] = str(number + 1)
+            alive.add(id(page))
+            weakref.finalize(page, alive.discard, id(page))
+            most = max(most, len(alive))
+            await anyio.sleep(0.001)  # the body arrives meanwhile; the other informers get a turn
+            return page
+
+    pages = anyio.CapacityLimiter(in_flight)
+    kube = CountingKube()
+    informers: list[Informer[str]] = [
+        Informer(kube, name=f"i{n}", path=f"/p{n}", pages=pages, trim=lambda obj: obj["metadata"]["name"])
+        for n in range(6)
+    ]
+    async with anyio.create_task_group() as tasks:
+        for informer in informers:
+            tasks.start_soon(informer._relist)
+    assert [len(informer.store) for informer in informers] == [5] * 6
+    assert most == in_flight
+
+
 async def test_continue_tokens_that_keep_expiring_fail_the_relist_without_an_unpaged_list() -> None:
     def answer(query: dict[str, str]) -> JSON:
         if "continue" in query:
@@ -222,7 +265,7 @@ async def test_continue_tokens_that_keep_expiring_fail_the_relist_without_an_unp
 
 
 class ListAndWatchKube(PagedKube):
-    """LISTs answered page by page through the real ``list_pages``; WATCHes from a script."""
+    """LISTs answered page by page through the real ``list_page``; WATCHes from a script."""
 
     def __init__(self, answer: Any, watches: list[list[JSON]]) -> None:
         super().__init__(answer)

@@ -7,7 +7,6 @@ its event handlers and leadership with a fake clock and a fake API server: no cl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -58,11 +57,11 @@ class FakeApi:
         self.requests.append((method, path))
         return {}
 
-    async def list_pages(self, path: str, *, query: Any = (), page_size: int = 500) -> AsyncIterator[JSON]:
+    async def list_page(self, path: str, *, query: Any = (), page_size: int = 500, token: str = "") -> JSON:
         """The informer's paged LIST, in one page: whatever the server holds now."""
         self.requests.append(("GET", path))
         items = [self.blueprint] if self.blueprint is not None else []
-        yield {"items": items, "metadata": {"resourceVersion": "100"}}
+        return {"items": items, "metadata": {"resourceVersion": "100"}}
 
 
 def blueprint_object(resource_version: str = "7") -> JSON:
@@ -211,12 +210,12 @@ class Servers:
         self.requests.append((method, path))
         return {}
 
-    async def list_pages(self, path: str, *, query: Any = (), page_size: int = 500) -> AsyncIterator[JSON]:
+    async def list_page(self, path: str, *, query: Any = (), page_size: int = 500, token: str = "") -> JSON:
         self.requests.append(("LIST", path))
         if self.error is not None:
             raise self.error
         name = dict(query)["fieldSelector"].split("=", 1)[1]
-        yield {
+        return {
             "items": [self.present[name]] if name in self.present else [],
             "metadata": {"resourceVersion": "100"},
         }

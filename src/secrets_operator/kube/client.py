@@ -292,32 +292,28 @@ class Kube:
             ) from None
         return result
 
-    async def list_pages(self, path: str, *, query: Query = (), page_size: int = 500) -> AsyncIterator[JSON]:
-        """Every page of a paginated LIST (``limit`` + ``continue``); one piece if ``page_size`` is 0.
+    async def list_page(self, path: str, *, query: Query = (), page_size: int = 500, token: str = "") -> JSON:
+        """One page of a paginated LIST (``limit`` + ``continue``); everything if ``page_size`` is 0.
 
-        A continuation answered with 410 raises :class:`ContinueExpiredError`.
+        The page's ``metadata.continue`` is the ``token`` of the next one (empty: the last). A
+        continuation answered with 410 raises :class:`ContinueExpiredError`. One page per call, so
+        that a caller can let go of each page before it asks for the next.
         """
-        token = ""
-        while True:
-            page_query = [*query, ("limit", str(page_size))] if page_size > 0 else [*query]
-            if token:
-                page_query.append(("continue", token))
-            try:
-                page = await self.request("GET", path, query=page_query)
-            except ApiError as exc:
-                if not (token and exc.is_gone):
-                    raise
-                raise ContinueExpiredError(
-                    method=exc.method,
-                    path=exc.path,
-                    status=exc.status,
-                    reason=exc.reason,
-                    message=exc.message,
-                ) from None
-            yield page
-            token = page.get("metadata", {}).get("continue", "")
-            if not token:
-                return
+        page_query = [*query, ("limit", str(page_size))] if page_size > 0 else [*query]
+        if token:
+            page_query.append(("continue", token))
+        try:
+            return await self.request("GET", path, query=page_query)
+        except ApiError as exc:
+            if not (token and exc.is_gone):
+                raise
+            raise ContinueExpiredError(
+                method=exc.method,
+                path=exc.path,
+                status=exc.status,
+                reason=exc.reason,
+                message=exc.message,
+            ) from None
 
     async def watch(
         self,

@@ -91,12 +91,16 @@ class Informer(Generic[T]):
         query: Query = (),
         key: Callable[[JSON], str] = object_key,
         page_size: int | Callable[[], int] = 500,
+        pages: anyio.CapacityLimiter | None = None,
         inactivity_timeout: float = 70.0,
         watch_timeout: tuple[int, int] = (300, 600),
     ) -> None:
         self.kube, self.name, self.path, self.query = kube, name, path, tuple(query)
         self.trim, self.on_change, self.on_relist, self.key = trim, on_change, on_relist, key
         self.page_size = page_size
+        # Shared by informers that list together (at start, they all do): a page is held from
+        # its request until its items are trimmed, so at most this many are in memory at once.
+        self.pages = pages or anyio.CapacityLimiter(1)
         self.inactivity_timeout = inactivity_timeout
         self.watch_timeout = watch_timeout
         self.store: dict[str, T] = {}
@@ -246,12 +250,19 @@ class Informer(Generic[T]):
     async def _collect(self, query: Query, page_size: int) -> tuple[dict[str, T], str]:
         fresh: dict[str, T] = {}
         resource_version = ""
-        async for page in self.kube.list_pages(self.path, query=query, page_size=page_size):
-            for item in page.get("items", []):
-                fresh[self.key(item)] = self.trim(item)
-            resource_version = page.get("metadata", {}).get("resourceVersion", resource_version)
+        token = ""
+        while True:
+            async with self.pages:
+                page = await self.kube.list_page(self.path, query=query, page_size=page_size, token=token)
+                for item in page.get("items", []):
+                    fresh[self.key(item)] = self.trim(item)
+                metadata = page.get("metadata", {})
+                resource_version = metadata.get("resourceVersion", resource_version)
+                token = metadata.get("continue", "")
+                del page, metadata  # gone before another page comes in
             self.heartbeat = time.monotonic()
-        return fresh, resource_version
+            if not token:
+                return fresh, resource_version
 
     def _replace(self, fresh: dict[str, T], resource_version: str) -> None:
         old, self.store = self.store, fresh
