@@ -519,5 +519,6 @@ def test_the_reporter_keeps_one_tuple_of_shared_items_per_namespace() -> None:
         namespace = NamespaceInfo(name, {"env": "prod"})
         reporter.plan(plan_namespace(policy, namespace=namespace, name=name, blueprints=both, copies={}))
     first, second = reporter.states["team-a"], reporter.states["team-b"]
-    assert type(first) is tuple and len(first) == 2
+    assert type(first) is tuple
+    assert len(first) == 2
     assert all(a is b for a, b in zip(first, second, strict=True))
