@@ -28,12 +28,13 @@ from typing import Any, NoReturn
 
 import anyio
 
-from secrets_operator import metrics
+from secrets_operator import metrics, pacing
 from secrets_operator.caches import Caches, CopyKey
 from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.kube.events import EventRecorder
 from secrets_operator.kube.informer import Informer
 from secrets_operator.model import Action, ActionKind, Blueprint, BlueprintRef, NamespaceInfo, NamespacePlan
+from secrets_operator.pacing import NewNamespacePacing
 from secrets_operator.planning import Policy, plan_namespace
 from secrets_operator.queue import WorkQueue
 from secrets_operator.reporting import Reporter
@@ -47,12 +48,6 @@ log = logging.getLogger(__name__)
 REPORTING_CONTROLLER = "secrets-operator.io/secrets-operator"
 #: Repeated failures of one namespace after which a Warning Event is recorded on the blueprint.
 FAILURES_BEFORE_EVENT = 5
-#: Delay before the first write into a namespace the operator has just seen created. When a create
-#: reaches kube-apiserver before its own NamespaceLifecycle admission informer has seen the new
-#: namespace, admission sleeps 50 ms (missingNamespaceWait, k8s.io/apiserver
-#: pkg/admission/plugin/namespace/lifecycle). Measured here: without this grace 9 of 500 copies
-#: took 50-100 ms; with 5 ms none did (docs/performance.md).
-NEW_NAMESPACE_GRACE = 0.005
 
 
 class Outcome(enum.StrEnum):
@@ -91,6 +86,10 @@ class Controller:
         self.failed_blueprints: dict[str, set[BlueprintRef]] = {}
         # namespace -> the blueprints whose pairs its next pass plans (None: all); see _scope
         self._scopes: dict[str, set[BlueprintRef] | None] = {}
+        # The delay before the first write into a new namespace, learned (see pacing), and
+        # namespace -> when it was seen created, until its next pass.
+        self.pacing = NewNamespacePacing()
+        self._created: dict[str, float] = {}
 
     # -- what the command line and the web endpoints look at
 
@@ -141,7 +140,12 @@ class Controller:
             return
         self._scope(key, None)
         if old is None and new is not None:
-            self.queue.add_after(key, NEW_NAMESPACE_GRACE, since=time.monotonic())
+            now = time.monotonic()
+            self._created[key] = now
+            if self.pacing.delay:
+                self.queue.add_after(key, self.pacing.delay, since=now)
+            else:
+                self.queue.add(key, since=now)
         else:
             self.queue.add(key)
 
@@ -241,6 +245,9 @@ class Controller:
         it. The blueprints whose writes failed are left in ``failed_blueprints``.
         """
         only = self._scopes.pop(namespace, None)
+        created = self._created.pop(namespace, None)
+        # Its first create tells whether this operator outran the API server's view of it.
+        racing = created is not None and time.monotonic() - created < pacing.FRESH_SECONDS
         plan = self.plan(namespace, only)
         try:
             # A blueprint found back leaves the plan's deletes; the others are confirmed in turn.
@@ -269,8 +276,13 @@ class Controller:
                 "copy": action.name,
                 "blueprint": str(action.blueprint),
             }
+            sent = time.monotonic()
             try:
                 await self.apply(action)
+                if racing and action.kind == ActionKind.CREATE:
+                    racing = False
+                    self.pacing.observe(time.monotonic() - sent)
+                    metrics.NEW_NAMESPACE_DELAY.set(self.pacing.delay)
             except WrittenDifferentlyError:
                 ok = False
                 failed.add(action.blueprint)
@@ -381,6 +393,7 @@ class Controller:
         await self.wait_synced()
         self.queue = WorkQueue()
         self._scopes = {}
+        self._created = {}
         self.reporter.reset()
         now = time.monotonic()
         for ref, blueprint in self.blueprints().items():

@@ -54,6 +54,12 @@ PROPAGATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+NEW_NAMESPACE_DELAY = Gauge(
+    "secrets_operator_new_namespace_delay_seconds",
+    "Delay before the first write into a namespace just created, learned from how often a first "
+    "create met kube-apiserver's 50 ms wait for namespaces it has not seen yet (0: never).",
+    registry=REGISTRY,
+)
 WATCH_RESTARTS = Counter(
     "secrets_operator_watch_restarts_total",
     "Watch streams restarted, by informer and reason (timeout, inactivity, gone, short, error).",

@@ -23,7 +23,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator import controller as controller_module
-from secrets_operator import metrics
+from secrets_operator import metrics, pacing
 from secrets_operator.controller import Controller
 from secrets_operator.kube.client import JSON, ApiError, Kube
 from secrets_operator.model import BlueprintRef, Kind, NamespaceInfo
@@ -54,10 +54,13 @@ class FakeApi(Kube):
         self.mutate: Callable[[JSON], None] | None = None  # a mutating webhook
         # method, path, body -> the error to answer with, if any
         self.fail: Callable[[str, str, Any], ApiError | None] = lambda method, path, body: None
+        self.latency = 0.0  # seconds every write takes, as a slow server (or admission) would
         self._versions = itertools.count(1)
 
     async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> JSON:
         await anyio.lowlevel.checkpoint()
+        if self.latency and not path.startswith("/apis/events.k8s.io/"):
+            await anyio.sleep(self.latency)
         if path.startswith("/apis/events.k8s.io/"):
             self.events.append(body)
             return dict(body)
@@ -425,3 +428,61 @@ async def test_a_prune_recheck_survives_a_narrow_event(monkeypatch: pytest.Monke
     controller._copy_changed(AUTH, "team")  # a narrow event meanwhile
     await one_pass()
     assert "team" in controller.queue._delayed, "the prune recheck was lost"
+
+
+# -- the first write into a new namespace: no delay until the API server shows it is outrun
+
+
+def created(api: FakeApi, *names: str) -> None:
+    """Namespaces the watch has just reported created."""
+    assert api.controller is not None
+    for name in names:
+        info = NamespaceInfo(name, {})
+        api.controller.namespaces.store[name] = info
+        api.controller._namespace_changed(name, None, info)
+
+
+async def test_a_new_namespace_is_written_at_once_while_no_create_met_the_wait(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    controller.active = True
+    created(api, "team")
+    assert controller.queue._pending == {"team": controller.queue._pending["team"]}  # not delayed
+    await controller.reconcile("team", time.monotonic())
+    assert copies_in(api, "team") == {"auth", "registry"}
+    assert controller.pacing.delay == 0
+    assert controller.pacing.slow_creates == 0
+
+
+async def test_a_slow_first_create_in_a_new_namespace_delays_the_next_new_namespace(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    controller.active = True
+    api.latency = 0.06  # the 50 ms missingNamespaceWait, and then some
+    created(api, "team")
+    key, since = await controller.queue.get()
+    await controller.reconcile(key, since)
+    controller.queue.done(key)
+    # Only the first create counts: the second one was sent after the server had the namespace.
+    assert controller.pacing.slow_creates == 1
+    assert controller.pacing.delay == pytest.approx(pacing.STEP)
+    assert sample("secrets_operator_new_namespace_delay_seconds") == pytest.approx(pacing.STEP)
+    api.latency = 0.0
+    created(api, "next")
+    assert "next" not in controller.queue._pending
+    assert 0 < controller.queue._delayed["next"] - time.monotonic() <= pacing.STEP
+
+
+async def test_only_a_namespace_seen_created_just_now_teaches_the_delay(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    controller.active = True
+    api.latency = 0.06
+    add_namespaces(api, "old")  # a resync or a blueprint's first copies: not a race with admission
+    await controller.reconcile("old", time.monotonic())
+    created(api, "late")
+    controller._created["late"] -= pacing.FRESH_SECONDS  # seen created a second ago
+    await controller.reconcile("late", time.monotonic())
+    assert copies_in(api, "old") == copies_in(api, "late") == {"auth", "registry"}
+    assert controller.pacing.slow_creates == 0
+    assert controller.pacing.delay == 0
