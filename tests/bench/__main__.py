@@ -10,9 +10,10 @@ markdown table on stdout and writes every figure, the machine and the exact comm
 
 Benchmarks measure; they assert nothing about time. Each one keeps its objects under its own
 prefix and runs operators with ``INCLUDE_NAMESPACES=<prefix>-*``, so they do not interfere with
-each other; they do share the cluster, and every operator watches *all* namespaces, so the
-number of namespaces in the cluster is reported with the figures that depend on it. ``memory``
-runs last because it leaves the most namespaces behind.
+each other; most share one cluster, and every operator watches *all* namespaces, so the number
+of namespaces in the cluster is reported with the figures that depend on it. The benchmarks
+whose figures are about a cluster's size (``blueprints``, ``memory``) each get a fresh control
+plane (``OWN_PLANE``), so the cluster holds exactly their namespaces.
 
 Operators that only prepare a benchmark (fill copies before the measured operator starts) run
 with a raised client-side rate limit (``FILLER_SETTINGS``) to save time; measured operators
@@ -60,8 +61,10 @@ from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO / "bench-results"
-#: Run order. ``memory`` last: it leaves up to 10,000 namespaces that every later operator would list.
+#: Run order (the benchmarks of OWN_PLANE last, each on a control plane of its own).
 BENCHMARKS = ("propagation", "fanout", "restart", "idle", "failover", "blueprints", "memory")
+#: Benchmarks on a control plane of their own: their figures depend on the namespaces in the cluster.
+OWN_PLANE = frozenset({"blueprints", "memory"})
 #: Each benchmark's namespaces, blueprints, Lease and operators are named after its prefix.
 PREFIXES = {
     "propagation": "bprop",
@@ -1514,33 +1517,74 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def run_all(options: Options, plane: ControlPlane, fleet: Fleet, results: list[Result]) -> None:
-    client = await config.new_client_from_config(config_file=str(plane.admin_kubeconfig))
-    async with client:
-        bench = Bench(Api(client), plane, fleet, options)
-        for name in BENCHMARKS:
-            if name not in options.only:
-                continue
-            progress(f"=== {name}")
-            result = Result(name)
-            began = time.monotonic()
-            try:
-                runner: Callable[[], Awaitable[Result]] = getattr(bench, name)
-                result = await runner()
-            except anyio.get_cancelled_exc_class():
-                result.error = "interrupted"
-                raise
-            except Exception as exc:
-                traceback.print_exc()
-                result.error = f"{type(exc).__name__}: {exc}"
-                progress(f"{name} failed: {result.error}")
-                fleet.print_logs(PREFIXES[name])
-            finally:
-                result.seconds = time.monotonic() - began
-                results.append(result)
-                with anyio.CancelScope(shield=True):
-                    await fleet.stop_running()
-            progress(f"=== {name} done in {result.seconds:.0f} s")
+class Planes:
+    """The control planes of a run: one shared by most benchmarks, and a fresh one for each
+    benchmark whose figures depend on how many namespaces the cluster holds (``OWN_PLANE``), so
+    that "10,000 namespaces" means a cluster of 10,000 namespaces, whatever ran before."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.plane: ControlPlane | None = None
+        self.fleet: Fleet | None = None
+        self.label = ""
+        self.rss_at_end: dict[str, dict[str, int]] = {}
+
+    def start(self, label: str) -> tuple[ControlPlane, Fleet]:
+        self.stop()
+        plane = self.plane = ControlPlane(self.workdir / f"controlplane-{label}")
+        fleet = self.fleet = Fleet(plane.admin_kubeconfig, self.workdir / f"operators-{label}")
+        self.label = label
+        progress(f"starting a private control plane ({label})")
+        plane.start()
+        progress(f"control plane ready at {plane.server} in {plane.startup_seconds:.1f} s")
+        return plane, fleet
+
+    def stop(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop_all()
+        if self.plane is not None:
+            with contextlib.suppress(Exception):
+                self.rss_at_end[self.label] = self.plane.rss_bytes()
+            self.plane.stop()
+        self.plane = self.fleet = None
+
+
+async def run_all(options: Options, planes: Planes, results: list[Result]) -> None:
+    chosen = [name for name in BENCHMARKS if name in options.only]
+    shared = [name for name in chosen if name not in OWN_PLANE]
+    groups = ([("shared", shared)] if shared else []) + [
+        (name, [name]) for name in chosen if name in OWN_PLANE
+    ]
+    for label, group in groups:
+        plane, fleet = await anyio.to_thread.run_sync(planes.start, label)
+        client = await config.new_client_from_config(config_file=str(plane.admin_kubeconfig))
+        async with client:
+            bench = Bench(Api(client), plane, fleet, options)
+            for name in group:
+                results.append(await run_one(bench, fleet, name))
+
+
+async def run_one(bench: Bench, fleet: Fleet, name: str) -> Result:
+    progress(f"=== {name}")
+    result = Result(name)
+    began = time.monotonic()
+    try:
+        runner: Callable[[], Awaitable[Result]] = getattr(bench, name)
+        result = await runner()
+    except anyio.get_cancelled_exc_class():
+        result.error = "interrupted"
+        raise
+    except Exception as exc:
+        traceback.print_exc()
+        result.error = f"{type(exc).__name__}: {exc}"
+        progress(f"{name} failed: {result.error}")
+        fleet.print_logs(PREFIXES[name])
+    finally:
+        result.seconds = time.monotonic() - began
+        with anyio.CancelScope(shield=True):
+            await fleet.stop_running()
+    progress(f"=== {name} done in {result.seconds:.0f} s")
+    return result
 
 
 def table(results: Iterable[Result], info: Mapping[str, Any]) -> str:
@@ -1842,15 +1886,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = False
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="secrets-operator-bench-") as tmp:
-        workdir = Path(tmp)
-        plane = ControlPlane(workdir / "controlplane")
-        fleet = Fleet(plane.admin_kubeconfig, workdir / "operators")
+        planes = Planes(Path(tmp))
         try:
-            progress("starting a private control plane")
-            plane.start()
-            progress(f"control plane ready at {plane.server} in {plane.startup_seconds:.1f} s")
-            anyio.run(run_all, options, plane, fleet, results)
-            info["control_plane_rss_bytes_at_end"] = plane.rss_bytes()
+            anyio.run(run_all, options, planes, results)
         except KeyboardInterrupt:
             interrupted = True
             progress("interrupted; stopping everything")
@@ -1858,8 +1896,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(f"the control plane could not start: {exc}")
             return 1
         finally:
-            fleet.stop_all()
-            plane.stop()
+            planes.stop()
+            info["control_plane_rss_bytes_at_end"] = planes.rss_at_end
     wall = time.monotonic() - began
     report = {
         "date": now.isoformat(timespec="seconds"),
