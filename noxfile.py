@@ -160,6 +160,6 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks on a private local control plane; prints a table and writes bench-results/*.json."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", "py-spy")  # py-spy: for --profile
     session.run("python", "-m", "tests.binaries", "controlplane")
     session.run("python", "-m", "tests.bench", *session.posargs)

@@ -135,6 +135,12 @@ class Policy:
         own = (spec.selector for spec in self.blueprints if spec.selector is not None)
         return (self.selector, *own)
 
+    @functools.cached_property
+    def namespace_label_keys(self) -> frozenset[str]:
+        """The namespace labels planning can ever look at: every selector's keys and the opt-out."""
+        keys = {requirement.key for selector in self.selectors for requirement in selector.requirements}
+        return frozenset({*keys, EXCLUDE_LABEL})
+
 
 #: Why a namespace is not a target, as ``check`` and the metrics name it.
 ExclusionRule = Literal["terminating", "home", "source", "opt_out", "exclude", "include", "selector"]
@@ -240,8 +246,7 @@ def relevant_namespace_labels(labels: Mapping[str, str], policy: Policy) -> dict
 
     Caches keep only these, so memory does not grow with labels nobody selects on.
     """
-    keys = {requirement.key for selector in policy.selectors for requirement in selector.requirements}
-    keys.add(EXCLUDE_LABEL)
+    keys = policy.namespace_label_keys
     return {key: value for key, value in labels.items() if key in keys}
 
 

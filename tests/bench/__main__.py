@@ -741,6 +741,7 @@ class Options:
     only: tuple[str, ...]
     blueprints: int | None
     documented: bool
+    profile: bool = False
 
     def blueprints_for(self, benchmark: str) -> int:
         return self.blueprints or (2 if benchmark == "memory" else 1)
@@ -1285,6 +1286,8 @@ class Bench:
         figures: dict[str, Any] = {}
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(sample)
+            if self.options.profile:
+                tasks.start_soon(self._profile, operator.name, pid)
             ready, first_pass, metrics = await self.first_pass(operator, began, total)
             server_after = await self.api.metrics()
             connections = connections_of(pid, self.plane_port)
@@ -1314,6 +1317,24 @@ class Bench:
             rss_samples=[(round(t, 2), rss) for t, rss in samples],
         )
         return figures
+
+    async def _profile(self, name: str, pid: int) -> None:
+        """py-spy samples ``pid`` until it exits (or this task is cancelled with the measurement)."""
+        RESULTS_DIR.mkdir(exist_ok=True)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS_DIR / f"profile-{stamp}-{name}.txt"
+        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nonblocking"]
+        command += ["--pid", str(pid), "--output", str(path)]
+        progress(f"profiling {name} into {path.relative_to(REPO)}")
+        async with await anyio.open_process(command) as spy:
+            try:
+                await spy.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if spy.returncode is None:
+                        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                        with anyio.move_on_after(10):
+                            await spy.wait()
 
     async def _rotate(
         self, corner: Corner, copies: Copies, operator: OperatorProcess, names: Sequence[str]
@@ -1804,6 +1825,12 @@ def parse(argv: Sequence[str] | None) -> Options:
         "--many 20x2000 --memory 1000,5000,10000 (explicit options still win)",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="blueprints, memory: record the measured operator with py-spy (on PATH) from its start "
+        "to its end; collapsed stacks to bench-results/profile-<UTC timestamp>-<operator>.txt",
+    )
+    parser.add_argument(
         "--namespaces",
         type=int,
         help="propagation: namespaces to create at each rate (200; documented a minute's worth, 100-500)",
@@ -1861,6 +1888,7 @@ def parse(argv: Sequence[str] | None) -> Options:
         only=args.only,
         blueprints=args.blueprints,
         documented=documented,
+        profile=bool(args.profile),
     )
     for field in ("fanout", "restart", "idle_seconds", "idle_resync_seconds"):
         if getattr(options, field) <= 0:
