@@ -742,6 +742,7 @@ class Options:
     blueprints: int | None
     documented: bool
     profile: bool = False
+    report: Path | None = None
 
     def blueprints_for(self, benchmark: str) -> int:
         return self.blueprints or (2 if benchmark == "memory" else 1)
@@ -1632,6 +1633,8 @@ FANOUT_TARGET_RATIO = 1.5
 MANY_READY_TARGET_SECONDS = 5.0
 MANY_RSS_TARGET_BYTES = 120 * 2**20
 MEMORY_TARGET = (10000, 2, 100 * 2**20)  # namespaces, blueprints, RSS
+RESTART_READY_TARGET_SECONDS = 5.0
+FAILOVER_SIGTERM_TARGET_SECONDS = 1.0
 
 
 def _verdict(met: bool) -> str:
@@ -1685,6 +1688,44 @@ def targets(results: Iterable[Result]) -> list[dict[str, str]]:
             f"PATCH secrets mean {cost['patch_mean_ms']:.1f} ms",
             "",
             "reported",
+        )
+    restart = by_name.get("restart")
+    if restart:
+        add(
+            f"restart with {restart['namespaces_in_sync']} namespaces in sync",
+            "0 writes; ready ≤ 5 s",
+            f"{restart['writes']:.0f} writes; ready {restart['ready_seconds']:.2f} s, "
+            f"requests {verbs(restart['requests'])}",
+            "",
+            _verdict(restart["writes"] == 0 and restart["ready_seconds"] <= RESTART_READY_TARGET_SECONDS),
+        )
+    idle = by_name.get("idle")
+    if idle:
+        for role in ("leader", "standby"):
+            figures = idle[role]
+            sent = {verb for verb, rate in figures["requests_per_minute"].items() if rate}
+            add(
+                f"idle {role}, {idle['seconds']:g} s",
+                "Lease renewals (PATCH) and watch reconnects (GET) only; 0 writes",
+                f"{verbs(figures['requests_per_minute'], digits=1)} per minute; "
+                f"{figures['writes']:.0f} writes",
+                "",
+                _verdict(sent <= {"GET", "PATCH"} and figures["writes"] == 0),
+            )
+    for case in by_name.get("failover", {}).get("cases", []):
+        timings = case["timings"]
+        bound = (
+            FAILOVER_SIGTERM_TARGET_SECONDS
+            if case["signal"] == "SIGTERM"
+            else float(timings["lease_duration"]) + float(timings["retry_period"])
+        )
+        add(
+            f"leader handover after {case['signal']}, timings "
+            f"{timings['lease_duration']}/{timings['renew_deadline']}/{timings['retry_period']} s",
+            f"≤ {bound:g} s" + (" (lease duration + retry period)" if case["signal"] != "SIGTERM" else ""),
+            f"{case['signal_to_copy_seconds']:.2f} s (signal → copy in a new namespace)",
+            "",
+            _verdict(case["signal_to_copy_seconds"] <= bound),
         )
     many = by_name.get("blueprints")
     if many:
@@ -1825,6 +1866,12 @@ def parse(argv: Sequence[str] | None) -> Options:
         "--many 20x2000 --memory 1000,5000,10000 (explicit options still win)",
     )
     parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: print the tables (and the targets) of a saved bench-results/*.json",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="blueprints, memory: record the measured operator with py-spy (on PATH) from its start "
@@ -1889,6 +1936,7 @@ def parse(argv: Sequence[str] | None) -> Options:
         blueprints=args.blueprints,
         documented=documented,
         profile=bool(args.profile),
+        report=args.report,
     )
     for field in ("fanout", "restart", "idle_seconds", "idle_resync_seconds"):
         if getattr(options, field) <= 0:
@@ -1903,8 +1951,24 @@ def _interrupt(signum: int, frame: object) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+def print_saved(path: Path) -> int:
+    """The tables of a saved run, from its JSON file (the targets computed from its figures)."""
+    saved = json.loads(path.read_text())
+    fields = {field.name for field in dataclasses.fields(Result)}
+    results = [
+        Result(**{key: value for key, value in item.items() if key in fields}) for item in saved["results"]
+    ]
+    print(table(results, saved["machine"]))
+    print("\nAgainst the targets (docs/performance.md):\n")
+    print(targets_table(targets(results)))
+    print(f"\nRun of {saved['date']}: {saved['command']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
+    if options.report is not None:
+        return print_saved(options.report)
     # Interruptible even when started in the background (which ignores SIGINT), and on SIGTERM.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)

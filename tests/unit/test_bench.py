@@ -106,3 +106,27 @@ def test_documented_sizes_are_the_targets_sizes() -> None:
     assert options.propagation == ((2.0, 120), (20.0, 500))
     assert (options.fanout, options.many, max(options.memory)) == (1000, (20, 2000), 10000)
     assert parse(["--rate", "5", "--namespaces", "50"]).propagation == ((5.0, 50),)
+
+
+def test_a_handover_after_sigkill_may_take_the_lease_duration_plus_the_retry_period() -> None:
+    def case(signal: str, seconds: float) -> dict[str, Any]:
+        timings = {"lease_duration": "4", "renew_deadline": "3", "retry_period": "0.5"}
+        return {"signal": signal, "timings": timings, "signal_to_copy_seconds": seconds}
+
+    cases = [case("SIGTERM", 0.9), case("SIGKILL", 4.4), case("SIGTERM", 1.1), case("SIGKILL", 4.6)]
+    rows = targets([Result("failover", data={"cases": cases})])
+    assert [row["verdict"] for row in rows] == ["met", "met", "MISSED", "MISSED"]
+
+
+def test_an_idle_operator_that_writes_or_sends_anything_else_misses() -> None:
+    def idle(leader: dict[str, float], writes: float) -> list[str]:
+        data = {
+            "seconds": 660,
+            "leader": {"requests_per_minute": leader, "writes": writes},
+            "standby": {"requests_per_minute": {"GET": 0.5}, "writes": 0},
+        }
+        return [row["verdict"] for row in targets([Result("idle", data=data)])]
+
+    assert idle({"GET": 0.4, "PATCH": 29.9}, 0) == ["met", "met"]
+    assert idle({"GET": 0.4, "PATCH": 29.9, "POST": 0.1}, 0) == ["MISSED", "met"]
+    assert idle({"GET": 0.4, "PATCH": 29.9}, 1) == ["MISSED", "met"]
