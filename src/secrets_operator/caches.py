@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 #: Seconds a consistent read that found a blueprint absent lets prunes go without another read: the
 #: workers pruning its copies at the end of the grace share one read instead of one per namespace.
 PRUNE_CONFIRMATION_SECONDS = 1.0
-#: LIST pages in memory at once across the informers, which all list at start (and a few may at
-#: any time). Each page is up to 500 objects, raw and decoded; 21 informers listing 40,000 copies
-#: at once made an operator's RSS peak (and stay) 50 MB above what it keeps (docs/performance.md).
+#: LIST pages in flight at once across the informers, which all list at start (and a few may at
+#: any time). A page is up to 500 objects, or 32 MiB of copies of a large blueprint; 41 informers
+#: each keeping a decoded page while asking for the next left an operator with 40,000 copies 40 MB
+#: above what it keeps (docs/performance.md).
 LIST_PAGES_IN_FLIGHT = 2
 
 CopyKey = tuple[Kind, str]

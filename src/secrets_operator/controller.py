@@ -130,8 +130,8 @@ class Controller:
     def describe_error(self, exc: ApiError) -> str:
         return self.writer.describe_error(exc)
 
-    async def apply(self, action: Action) -> None:
-        await self.writer.apply(action)
+    async def apply(self, action: Action, *, timed: Callable[[float], None] | None = None) -> None:
+        await self.writer.apply(action, timed=timed)
 
     # -- triggers
 
@@ -276,13 +276,13 @@ class Controller:
                 "copy": action.name,
                 "blueprint": str(action.blueprint),
             }
-            sent = time.monotonic()
+            # Only the first create tells (the next are sent after the server had the namespace),
+            # and only if it succeeds (a failure's time says nothing about the wait).
+            first_create = racing and action.kind == ActionKind.CREATE
+            if first_create:
+                racing = False
             try:
-                await self.apply(action)
-                if racing and action.kind == ActionKind.CREATE:
-                    racing = False
-                    self.pacing.observe(time.monotonic() - sent)
-                    metrics.NEW_NAMESPACE_DELAY.set(self.pacing.delay)
+                await self.apply(action, timed=self._paced if first_create else None)
             except WrittenDifferentlyError:
                 ok = False
                 failed.add(action.blueprint)
@@ -333,6 +333,11 @@ class Controller:
                 extra={**fields, "reason": action.reason},
             )
         return Outcome.SUCCESS if ok else Outcome.ERROR
+
+    def _paced(self, seconds: float) -> None:
+        """The API server's answer to the first create into a new namespace took ``seconds``."""
+        self.pacing.observe(seconds)
+        metrics.NEW_NAMESPACE_DELAY.set(self.pacing.delay)
 
     async def _prunes_confirmed(self, plan: NamespacePlan) -> bool:
         """False when a blueprint whose copies the plan deletes turns out to exist after all."""

@@ -29,7 +29,7 @@ FRESH_SECONDS = 1.0
 SLOW_SECONDS = 0.045
 #: Added to the delay by each create that met the wait.
 STEP = 0.001
-#: The most the delay can grow to: with 5 ms no create met the wait here (0 of 1,120).
+#: The most the delay can grow to: with 5 ms no create met the wait here (0 of 500 and 0 of 120).
 CEILING = 0.005
 #: Fast first creates that undo one STEP: the share of first creates allowed to meet the wait.
 CLEAN_PER_STEP = 500

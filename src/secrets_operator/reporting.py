@@ -88,9 +88,9 @@ class Digest:
         self._batches.clear()
 
 
-#: Within one namespace: a blueprint and the copy's name (its target, or an earlier one).
 #: Bound of the table of shared tuples (see Reporter._share).
 _MAX_SHARED = 65536
+#: Within one namespace: a blueprint and the copy's name (its target, or an earlier one).
 _Pair = tuple[BlueprintRef, str]
 _State = tuple[CopyState, str]  # the state and the rule that excluded the namespace ("" if none)
 

@@ -108,20 +108,30 @@ class Writer:
 
     # -- writes
 
-    async def _send(self, method: str, path: str, body: Any, content_type: str = "application/json") -> JSON:
-        return await self.kube.request(method, path, body=body, content_type=content_type, guard=self.guard)
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str = "application/json",
+        timed: Callable[[float], None] | None = None,
+    ) -> JSON:
+        return await self.kube.request(
+            method, path, body=body, content_type=content_type, guard=self.guard, timed=timed
+        )
 
-    async def apply(self, action: Action) -> None:
+    async def apply(self, action: Action, *, timed: Callable[[float], None] | None = None) -> None:
         """One write, with preconditions; raises ApiError or NotLeaderError.
 
         Raises WrittenDifferentlyError when the API server stored something other than what was
         written (a mutating webhook at work): retrying with backoff beats fighting it in a loop.
+        ``timed`` is given the seconds the API server took to answer a CREATE that succeeded.
         """
         kind = action.blueprint.kind
         objects = f"/api/v1/namespaces/{action.namespace}/{kind.plural}"
         stored: JSON | None = None
         if action.kind == ActionKind.CREATE:
-            stored = await self._send("POST", objects, action.body)
+            stored = await self._send("POST", objects, action.body, timed=timed)
         elif action.kind == ActionKind.UPDATE:
             stored = await self._send(
                 "PATCH", f"{objects}/{action.name}", action.body, content_type="application/merge-patch+json"

@@ -114,3 +114,37 @@ async def test_no_client_side_limit_by_default_and_a_cap_when_asked() -> None:
     for _ in range(15):
         await capped.acquire()
     assert time.monotonic() - started >= 0.45  # 10 requests past the burst at 20/s
+
+
+async def test_timed_is_the_server_s_answer_only_and_only_for_a_success(tmp_path: Path) -> None:
+    """What the new-namespace pacing learns from: the time from sending to the answer, without
+    the client-side limiter's wait, and nothing for a request that failed."""
+
+    async def answer(request: web.Request) -> web.Response:
+        await anyio.sleep(0.05)
+        if request.method == "DELETE":
+            return web.json_response({"kind": "Status", "code": 500}, status=500)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    timings: list[float] = []
+    try:
+        server = f"http://127.0.0.1:{port}"
+        async with await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server)), qps=2, burst=1) as kube:
+            began = time.monotonic()
+            for _ in range(3):  # the limiter holds the 2nd and 3rd for 0.5 s each
+                await kube.request("POST", "/api/v1/namespaces/n/secrets", body={}, timed=timings.append)
+            waited = time.monotonic() - began
+            with pytest.raises(ApiError):
+                await kube.request("DELETE", "/api/v1/namespaces/n/secrets/s", timed=timings.append)
+    finally:
+        await runner.cleanup()
+    assert waited > 1.0, waited
+    assert len(timings) == 3
+    assert all(0.05 <= seconds < 0.4 for seconds in timings), timings

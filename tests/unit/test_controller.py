@@ -54,13 +54,28 @@ class FakeApi(Kube):
         self.mutate: Callable[[JSON], None] | None = None  # a mutating webhook
         # method, path, body -> the error to answer with, if any
         self.fail: Callable[[str, str, Any], ApiError | None] = lambda method, path, body: None
-        self.latency = 0.0  # seconds every write takes, as a slow server (or admission) would
+        self.latency: dict[str, float] = {}  # method -> seconds it takes, as a slow server would
         self._versions = itertools.count(1)
 
-    async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> JSON:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        timed: Callable[[float], None] | None = None,
+        **_: Any,
+    ) -> JSON:
+        began = time.monotonic()
         await anyio.lowlevel.checkpoint()
-        if self.latency and not path.startswith("/apis/events.k8s.io/"):
-            await anyio.sleep(self.latency)
+        if not path.startswith("/apis/events.k8s.io/"):
+            await anyio.sleep(self.latency.get(method, 0.0))
+        answer = await self._answer(method, path, body)
+        if timed is not None:
+            timed(time.monotonic() - began)
+        return answer
+
+    async def _answer(self, method: str, path: str, body: Any) -> JSON:
         if path.startswith("/apis/events.k8s.io/"):
             self.events.append(body)
             return dict(body)
@@ -458,7 +473,7 @@ async def test_a_slow_first_create_in_a_new_namespace_delays_the_next_new_namesp
     controller = api.controller
     assert controller is not None
     controller.active = True
-    api.latency = 0.06  # the 50 ms missingNamespaceWait, and then some
+    api.latency = {"POST": 0.06}  # the 50 ms missingNamespaceWait, and then some
     created(api, "team")
     key, since = await controller.queue.get()
     await controller.reconcile(key, since)
@@ -467,7 +482,7 @@ async def test_a_slow_first_create_in_a_new_namespace_delays_the_next_new_namesp
     assert controller.pacing.slow_creates == 1
     assert controller.pacing.delay == pytest.approx(pacing.STEP)
     assert sample("secrets_operator_new_namespace_delay_seconds") == pytest.approx(pacing.STEP)
-    api.latency = 0.0
+    api.latency = {}
     created(api, "next")
     assert "next" not in controller.queue._pending
     assert 0 < controller.queue._delayed["next"] - time.monotonic() <= pacing.STEP
@@ -477,7 +492,7 @@ async def test_only_a_namespace_seen_created_just_now_teaches_the_delay(api: Fak
     controller = api.controller
     assert controller is not None
     controller.active = True
-    api.latency = 0.06
+    api.latency = {"POST": 0.06}
     add_namespaces(api, "old")  # a resync or a blueprint's first copies: not a race with admission
     await controller.reconcile("old", time.monotonic())
     created(api, "late")
@@ -486,3 +501,47 @@ async def test_only_a_namespace_seen_created_just_now_teaches_the_delay(api: Fak
     assert copies_in(api, "old") == copies_in(api, "late") == {"auth", "registry"}
     assert controller.pacing.slow_creates == 0
     assert controller.pacing.delay == 0
+
+
+async def test_the_first_create_is_measured_even_after_an_update(api: FakeApi) -> None:
+    """An update is admitted whether or not the server has seen the namespace: only the first
+    create can meet the wait, even when another write comes first."""
+    controller = api.controller
+    assert controller is not None
+    controller.active = True
+    add_namespaces(api, "team")
+    await controller.reconcile("team", time.monotonic())  # both copies exist now
+    api.secrets.pop(("team", "registry"))
+    controller.caches.copy_informers[(Kind.SECRET, "registry")].store.pop("team")
+    auth = dict(api.secrets[("team", "auth")])  # someone edits the auth copy: an update is due
+    auth["data"] = {"key": "ZHJpZnQ="}
+    api.secrets[("team", "auth")] = auth
+    controller.caches.copy_informers[(Kind.SECRET, "auth")].store["team"] = controller.caches.trimmer.copy(
+        Kind.SECRET, auth
+    )
+    api.latency = {"PATCH": 0.06, "POST": 0.06}  # an update first, then the create: both slow
+    controller._created["team"] = time.monotonic()
+    await controller.reconcile("team", time.monotonic())
+    assert [method for _, method, _ in api.writes[-2:]] == ["PATCH", "POST"]
+    assert controller.pacing.slow_creates == 1  # the create, not the update before it
+
+
+async def test_a_first_create_that_fails_is_not_measured_and_ends_the_measurement(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    controller.active = True
+    api.latency = {"POST": 0.06}
+    refused = ApiError(method="POST", path="x", status=500, reason="InternalError")
+    api.fail = lambda method, path, body: refused if "auth" in str(body) else None
+    created(api, "team")
+    await controller.reconcile("team", time.monotonic())
+    assert copies_in(api, "team") == {"registry"}  # the second create, slow too, is not the first
+    assert controller.pacing.slow_creates == 0
+
+
+async def test_a_new_leadership_term_forgets_the_namespaces_seen_created(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    controller._created["gone"] = time.monotonic()
+    async with leading(api):
+        await wait_for(now(lambda: not controller._created), timeout=2, what="a clean slate")

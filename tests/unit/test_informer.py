@@ -216,6 +216,7 @@ async def test_informers_listing_together_hold_at_most_their_shared_pages_in_mem
     informers doing so with 500 copies a page left the RSS 50 MB above what the operator keeps),
     and the informers share a bound on pages in flight (copy pages may be 32 MiB each)."""
     alive: set[int] = set()
+    order: list[str] = []
     most = 0
 
     class CountingKube(Kube):
@@ -228,6 +229,7 @@ async def test_informers_listing_together_hold_at_most_their_shared_pages_in_mem
             page = Page(metadata={"resourceVersion": "5"}, items=[item(f"{path}-{number}")])
             if number < 4:
                 page["metadata"]["continue"] = str(number + 1)
+            order.append(path)
             alive.add(id(page))
             weakref.finalize(page, alive.discard, id(page))
             most = max(most, len(alive))
@@ -245,6 +247,30 @@ async def test_informers_listing_together_hold_at_most_their_shared_pages_in_mem
             tasks.start_soon(informer._relist)
     assert [len(informer.store) for informer in informers] == [5] * 6
     assert most == in_flight
+    # The bound is held per page, not per list: the informers take turns page by page.
+    assert len(set(order[:6])) == 6, order[:12]
+
+
+def test_the_caches_informers_share_one_bound_of_two_pages() -> None:
+    from secrets_operator.caches import LIST_PAGES_IN_FLIGHT, Caches
+    from secrets_operator.model import BlueprintRef
+    from secrets_operator.planning import BlueprintSpec, Policy
+
+    policy = Policy(
+        blueprints=(BlueprintSpec(BlueprintRef("home", "a")), BlueprintSpec(BlueprintRef("home", "b")))
+    )
+    caches = Caches(
+        cast(Any, None),
+        policy,
+        on_namespace=lambda *_: None,
+        on_blueprint=lambda *_: None,
+        on_copy=lambda *_: None,
+        on_copies_relisted=lambda *_: None,
+    )
+    assert len(caches.informers) == 5
+    assert len({id(informer.pages) for informer in caches.informers}) == 1
+    assert LIST_PAGES_IN_FLIGHT == 2
+    assert caches.namespaces.pages.total_tokens == 2
 
 
 async def test_continue_tokens_that_keep_expiring_fail_the_relist_without_an_unpaged_list() -> None:

@@ -257,11 +257,14 @@ class Kube:
         content_type: str = "application/json",
         timeout: float | None = None,
         guard: Callable[[], float | None] | None = None,
+        timed: Callable[[float], None] | None = None,
     ) -> JSON:
         """One rate-limited request; returns the decoded JSON body or raises ApiError.
 
         ``guard``, if given, is called after the rate limiter lets the request go and just before
         it is sent: it may raise to stop the request, or return a tighter timeout in seconds.
+        ``timed``, if given, is called with the seconds from sending to the whole answer, once the
+        request has succeeded (the rate limiter's wait not included).
         """
         await self.limiter.acquire()
         limit = timeout if timeout is not None else self.timeout
@@ -276,7 +279,8 @@ class Kube:
         )
         try:
             payload = await response.read()
-            metrics.API_DURATION.labels(verb=method).observe(time.monotonic() - started)
+            answered = time.monotonic()
+            metrics.API_DURATION.labels(verb=method).observe(answered - started)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             metrics.API_ERRORS.labels(code="0").inc()
             raise ApiError(
@@ -290,6 +294,8 @@ class Kube:
             raise ApiError(
                 method=method, path=path, status=0, reason="BadResponse", message="undecodable body"
             ) from None
+        if timed is not None:
+            timed(answered - started)
         return result
 
     async def list_page(self, path: str, *, query: Query = (), page_size: int = 500, token: str = "") -> JSON:
