@@ -1578,7 +1578,12 @@ async def run_all(options: Options, planes: Planes, results: list[Result]) -> No
         (name, [name]) for name in chosen if name in OWN_PLANE
     ]
     for label, group in groups:
-        plane, fleet = await anyio.to_thread.run_sync(planes.start, label)
+        try:
+            plane, fleet = await anyio.to_thread.run_sync(planes.start, label)
+        except (ControlPlaneError, BuildError) as exc:  # the other groups' results still count
+            progress(f"the control plane ({label}) could not start: {exc}")
+            results.extend(Result(name, error=f"control plane: {exc}") for name in group)
+            continue
         client = await config.new_client_from_config(config_file=str(plane.admin_kubeconfig))
         async with client:
             bench = Bench(Api(client), plane, fleet, options)
@@ -1629,7 +1634,7 @@ def table(results: Iterable[Result], info: Mapping[str, Any]) -> str:
 
 #: docs/performance.md's targets: what --documented reports each measurement against.
 PROPAGATION_TARGET_MS = (10.0, 25.0)  # p50, p99
-FANOUT_TARGET_RATIO = 1.5
+FANOUT_TARGET_RATIO = 1.2  # issue 13 asked for 1.5; the earlier, stricter target stands
 MANY_READY_TARGET_SECONDS = 5.0
 MANY_RSS_TARGET_BYTES = 120 * 2**20
 MEMORY_TARGET = (10000, 2, 100 * 2**20)  # namespaces, blueprints, RSS
@@ -1661,14 +1666,16 @@ def targets(results: Iterable[Result]) -> list[dict[str, str]]:
     for run in by_name.get("propagation", {}).get("runs", []):
         if not run.get("observed") or not run.get("floor_observed"):
             continue
+        complete = run["observed"] == run["floor_observed"] == run["namespaces"]
+        seen = "" if complete else f", only {run['observed']} and {run['floor_observed']} (floor) copies seen"
         add(
             f"new namespace → copy, p50 / p99, at {run['rate_requested']:g}/s "
             f"({run['namespaces']} namespaces)",
             f"≤ {p50_target:g} ms / ≤ {p99_target:g} ms",
-            f"{run['p50_ms']:.1f} / {run['p99_ms']:.1f} ms (max {run['max_ms']:.1f})",
+            f"{run['p50_ms']:.1f} / {run['p99_ms']:.1f} ms (max {run['max_ms']:.1f}{seen})",
             f"floor {run['floor_p50_ms']:.1f} / {run['floor_p99_ms']:.1f} ms: "
             f"{run['p50_ms'] / run['floor_p50_ms']:.2f} × / {run['p99_ms'] / run['floor_p99_ms']:.2f} ×",
-            _verdict(run["p50_ms"] <= p50_target and run["p99_ms"] <= p99_target),
+            _verdict(complete and run["p50_ms"] <= p50_target and run["p99_ms"] <= p99_target),
         )
     fanout = by_name.get("fanout")
     if fanout:
@@ -1739,11 +1746,11 @@ def targets(results: Iterable[Result]) -> list[dict[str, str]]:
             _verdict(many["ready_seconds"] <= MANY_READY_TARGET_SECONDS),
         )
         add(
-            f"{label}: RSS, settled (peak)",
+            f"{label}: RSS, peak (settled)",
             f"≤ {mb(MANY_RSS_TARGET_BYTES)}",
-            f"{mb(many['settled_rss_bytes'])} ({mb(many['peak_rss_bytes'])})",
+            f"{mb(many['peak_rss_bytes'])} ({mb(many['settled_rss_bytes'])})",
             "",
-            _verdict(many["settled_rss_bytes"] <= MANY_RSS_TARGET_BYTES),
+            _verdict(many["peak_rss_bytes"] <= MANY_RSS_TARGET_BYTES),
         )
         add(
             f"{label}: LIST requests at start",
@@ -1767,11 +1774,11 @@ def targets(results: Iterable[Result]) -> list[dict[str, str]]:
         if figures["size"] != size or figures["blueprints"] != blueprints:
             continue
         add(
-            f"RSS at {size} namespaces × {blueprints} blueprints, settled (peak)",
+            f"RSS at {size} namespaces × {blueprints} blueprints, peak (settled)",
             f"≤ {mb(limit)}",
-            f"{mb(figures['settled_rss_bytes'])} ({mb(figures['peak_rss_bytes'])})",
+            f"{mb(figures['peak_rss_bytes'])} ({mb(figures['settled_rss_bytes'])})",
             f"python importing the dependencies: {mb(by_name['memory']['bare_python_rss_bytes'])}",
-            _verdict(figures["settled_rss_bytes"] <= limit),
+            _verdict(figures["peak_rss_bytes"] <= limit),
         )
         rotation = figures.get("rotation")
         if rotation:
