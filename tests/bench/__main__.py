@@ -978,39 +978,7 @@ class Bench:
                     await self.fleet.stop(operator)
                     operator = self.fleet.start(f"{corner.prefix}-{label}", corner.env(**settings))
                     await self.settle(operator)
-                await self.wait_idle(operator)
-                before = await operator.metrics()
-                server_before = await self.api.metrics()
-                data = fresh_data()
-                expected = content_hash("Opaque", data)
-                progress(f"fanout ({label}): updating blueprint {corner.home}/{blueprint}")
-                await self.api.send(
-                    "PATCH",
-                    f"/api/v1/namespaces/{corner.home}/secrets/{blueprint}",
-                    body={"data": data},
-                    content_type=MERGE_PATCH,
-                )
-                patched = time.monotonic()
-                complete = await copies.notifier.wait(
-                    lambda expected=expected: watch.hash_counts[expected] >= count,  # type: ignore[misc]
-                    timeout=300 + count / 5,
-                    what=f"{count} updated copies",
-                    status=lambda expected=expected: f"{watch.hash_counts[expected]}/{count} updated",  # type: ignore[misc]
-                )
-                if not complete:
-                    raise BenchError(f"only {watch.hash_counts[expected]}/{count} copies were updated")
-                after = await operator.metrics()
-                server_after = await self.api.metrics()
-                measured[label] = {
-                    "server": server_cost(server_before, server_after),
-                    "seconds": max(watch.hash_seen[name][expected] for name in names) - patched,
-                    "writes": difference(
-                        by_label(after, WRITES, "action"), by_label(before, WRITES, "action")
-                    ),
-                    "requests": difference(
-                        by_label(after, API_REQUESTS, "verb"), by_label(before, API_REQUESTS, "verb")
-                    ),
-                }
+                measured[label] = await self._rotate(corner, copies, operator, names)
 
             progress("fanout: stopping the operator (SIGTERM) for the baseline")
             await self.fleet.stop(operator)
@@ -1368,6 +1336,9 @@ class Bench:
             "copies": len(names),
             "seconds": max(watch.hash_seen[name][expected] for name in names) - patched,
             "writes": difference(by_label(after, WRITES, "action"), by_label(before, WRITES, "action")),
+            "requests": difference(
+                by_label(after, API_REQUESTS, "verb"), by_label(before, API_REQUESTS, "verb")
+            ),
             "server": server_cost(server_before, server_after),
             "server_requests_by_verb": server_verbs(server_before, server_after),
         }
