@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -28,6 +30,21 @@ def _kubeconfig(tmp_path: Path, server: str) -> Path:
         )
     )
     return path
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """A local HTTP server answering every request with ``handler``; yields its address."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def test_requests_do_not_consult_the_environment_each_time(tmp_path: Path) -> None:
@@ -68,28 +85,20 @@ async def test_a_write_whose_budget_ends_mid_request_is_abandoned_by_then(tmp_pa
         await release.wait()  # a server that answers after the lease is long gone
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        server = f"http://127.0.0.1:{port}"
-        async with await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server))) as kube:
-            started = time.monotonic()
-            with anyio.fail_after(5), pytest.raises(ApiError) as abandoned:
-                await kube.request(
-                    "PATCH", "/api/v1/namespaces/n/secrets/s", body={}, timeout=30, guard=lambda: 0.5
-                )
-            elapsed = time.monotonic() - started
-        assert arrived.is_set()  # it was sent, and then abandoned mid-request
-        assert abandoned.value.status == 0
-        assert elapsed < 2.0, elapsed
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with serving(slow) as server:
+        try:
+            async with await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server))) as kube:
+                started = time.monotonic()
+                with anyio.fail_after(5), pytest.raises(ApiError) as abandoned:
+                    await kube.request(
+                        "PATCH", "/api/v1/namespaces/n/secrets/s", body={}, timeout=30, guard=lambda: 0.5
+                    )
+                elapsed = time.monotonic() - started
+        finally:
+            release.set()
+    assert arrived.is_set()  # it was sent, and then abandoned mid-request
+    assert abandoned.value.status == 0
+    assert elapsed < 2.0, elapsed
 
 
 @pytest.mark.parametrize(
@@ -126,25 +135,17 @@ async def test_timed_is_the_server_s_answer_only_and_only_for_a_success(tmp_path
             return web.json_response({"kind": "Status", "code": 500}, status=500)
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     timings: list[float] = []
-    try:
-        server = f"http://127.0.0.1:{port}"
-        async with await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server)), qps=2, burst=1) as kube:
-            began = time.monotonic()
-            for _ in range(3):  # the limiter holds the 2nd and 3rd for 0.5 s each
-                await kube.request("POST", "/api/v1/namespaces/n/secrets", body={}, timed=timings.append)
-            waited = time.monotonic() - began
-            with pytest.raises(ApiError):
-                await kube.request("DELETE", "/api/v1/namespaces/n/secrets/s", timed=timings.append)
-    finally:
-        await runner.cleanup()
+    async with (
+        serving(answer) as server,
+        await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server)), qps=2, burst=1) as kube,
+    ):
+        began = time.monotonic()
+        for _ in range(3):  # the limiter holds the 2nd and 3rd for 0.5 s each
+            await kube.request("POST", "/api/v1/namespaces/n/secrets", body={}, timed=timings.append)
+        waited = time.monotonic() - began
+        with pytest.raises(ApiError):
+            await kube.request("DELETE", "/api/v1/namespaces/n/secrets/s", timed=timings.append)
     assert waited > 1.0, waited
     assert len(timings) == 3
     assert all(0.05 <= seconds < 0.4 for seconds in timings), timings
