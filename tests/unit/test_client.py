@@ -138,14 +138,14 @@ async def test_timed_is_the_server_s_answer_only_and_only_for_a_success(tmp_path
     timings: list[float] = []
     async with (
         serving(answer) as server,
-        await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server)), qps=2, burst=1) as kube,
+        await Kube.connect(kubeconfig=str(_kubeconfig(tmp_path, server)), qps=1, burst=1) as kube,
     ):
         began = time.monotonic()
-        for _ in range(3):  # the limiter holds the 2nd and 3rd for 0.5 s each
+        for _ in range(3):  # the limiter holds the 2nd and 3rd for 1 s each
             await kube.request("POST", "/api/v1/namespaces/n/secrets", body={}, timed=timings.append)
         waited = time.monotonic() - began
         with pytest.raises(ApiError):
             await kube.request("DELETE", "/api/v1/namespaces/n/secrets/s", timed=timings.append)
-    assert waited > 1.0, waited
+    assert waited > 2.0, waited
     assert len(timings) == 3
-    assert all(0.05 <= seconds < 0.4 for seconds in timings), timings
+    assert all(0.05 <= seconds < 0.9 for seconds in timings), timings  # never the limiter's 1 s
