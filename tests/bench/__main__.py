@@ -807,6 +807,25 @@ class Bench:
             process, lambda m: m.value(QUEUE_DEPTH) == 0, timeout=timeout, what=f"{process.name} to be idle"
         )
 
+    async def fill(
+        self, corner: Corner, copies: Copies, names: Sequence[str], *, present: int, label: str
+    ) -> tuple[dict[str, float], float]:
+        """Create ``names`` and let a filler operator (never measured) copy every blueprint into
+        them, until ``present`` namespaces have every copy; the creation's figures, and the
+        seconds from the last namespace created to the last copy present."""
+        filler = self.fleet.start(f"{corner.prefix}-filler-{label}", corner.env(**FILLER_SETTINGS))
+        await self.settle(filler)
+        creation = await self.api.create_namespaces(names, what=f"{corner.prefix} setup")
+        began = time.monotonic()
+        timeout = 600 + present * corner.blueprint_count / 20
+        await copies.wait_present(
+            present, timeout=timeout, what=f"{present} x {corner.blueprint_count} copies"
+        )
+        seconds = time.monotonic() - began
+        await self.wait_idle(filler)
+        await self.fleet.stop(filler)
+        return creation, seconds
+
     async def first_pass(
         self, process: OperatorProcess, began: float, namespaces: int
     ) -> tuple[float, float, Metrics]:
@@ -1053,13 +1072,7 @@ class Bench:
         await self.prepare(corner)
         names = [corner.namespace(index) for index in range(count)]
         async with self.watching(corner) as copies:
-            filler = self.fleet.start(f"{corner.prefix}-filler", corner.env(**FILLER_SETTINGS))
-            await self.settle(filler)
-            setup = await self.api.create_namespaces(names, what="restart setup")
-            await copies.wait_present(count, timeout=300 + count / 5, what=f"{count} copies")
-            await self.wait_idle(filler)
-            progress("restart: stopping the operator (SIGTERM)")
-            await self.fleet.stop(filler)
+            setup, _ = await self.fill(corner, copies, names, present=count, label="restart")
         total = await self.api.count_namespaces()
         progress(f"restart: starting a new operator; {total} namespaces in the cluster")
         began = time.monotonic()
@@ -1179,12 +1192,7 @@ class Bench:
         await self.prepare(corner)
         names = [corner.namespace(index) for index in range(size)]
         async with self.watching(corner) as copies:
-            filler = self.fleet.start(f"{corner.prefix}-filler", corner.env(**FILLER_SETTINGS))
-            await self.settle(filler)
-            creation = await self.api.create_namespaces(names, what="blueprints setup")
-            await copies.wait_present(size, timeout=600 + size * count / 20, what=f"{count} x {size} copies")
-            await self.wait_idle(filler)
-            await self.fleet.stop(filler)
+            creation, _ = await self.fill(corner, copies, names, present=size, label="blueprints")
             total = await self.api.count_namespaces()
             progress(f"blueprints: a fresh operator over {count} x {size} copies, {total} namespaces")
             figures = await self._measure(
@@ -1361,18 +1369,11 @@ class Bench:
         async with self.watching(corner) as copies:
             for size in sorted(set(self.options.memory)):
                 progress(f"memory: {size} namespaces x {blueprints} blueprints")
-                filler = self.fleet.start(f"{corner.prefix}-filler-{size}", corner.env(**FILLER_SETTINGS))
-                await self.settle(filler)
                 names = [corner.namespace(index) for index in range(created, size)]
-                creation = await self.api.create_namespaces(names, what=f"memory {size}")
-                created = max(created, size)
-                copies_began = time.monotonic()
-                await copies.wait_present(
-                    size, timeout=600 + size * blueprints / 20, what=f"{size} x {blueprints} copies"
+                creation, copies_seconds = await self.fill(
+                    corner, copies, names, present=size, label=str(size)
                 )
-                copies_seconds = time.monotonic() - copies_began
-                await self.wait_idle(filler)
-                await self.fleet.stop(filler)
+                created = max(created, size)
                 total = await self.api.count_namespaces()
                 every = [corner.namespace(index) for index in range(size)]
                 figures = await self._measure(
