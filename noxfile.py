@@ -13,7 +13,7 @@ import sys
 import nox
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tests.binaries import DEFAULT_MINOR, KUBERNETES_ENV, MINORS
+from tools.binaries import DEFAULT_MINOR, KUBERNETES_ENV, MINORS
 
 nox.options.sessions = ["lint", "typecheck", "tests", "chart", "faults", "image", "e2e", "compat"]
 nox.options.reuse_venv = "yes"
@@ -35,9 +35,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package and the tests."""
+    """mypy --strict over the package, the tests and the tools."""
     session.install("-e", ".[dev]")
-    session.run("mypy", "--strict", "src", "tests", "noxfile.py")
+    session.run("mypy", "--strict", "src", "tests", "tools", "noxfile.py")
 
 
 @nox.session
@@ -45,7 +45,7 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests; builds (or reuses) the control-plane binaries first."""
     session.install("-e", ".[test]")
     # Build in the foreground so a cold build shows its progress instead of a silent fixture.
-    session.run("python", "-m", "tests.binaries", "controlplane")
+    session.run("python", "-m", "tools.binaries", "controlplane")
     session.run("pytest", "-m", "not chart and not faults and not e2e", *session.posargs)
 
 
@@ -54,10 +54,10 @@ def chart(session: nox.Session) -> None:
     """With Helm 3 and Helm 4: lint (also --strict), rendering, schema, install and upgrade; then
     server-side dry-run, PSA and the RBAC proof."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries", "controlplane", "helm", "crds")
+    session.run("python", "-m", "tools.binaries", "controlplane", "helm", "crds")
     for major in (3, 4):
         found = session.run(
-            "python", "-c", f"from tests.binaries import binaries; print(binaries().helm_of({major}))",
+            "python", "-c", f"from tools.binaries import binaries; print(binaries().helm_of({major}))",
             silent=True,
         )  # fmt: skip
         assert isinstance(found, str)
@@ -74,7 +74,7 @@ def chart(session: nox.Session) -> None:
 def faults(session: nox.Session) -> None:
     """Chaos: watch cuts, 410s, throttling, errors, latency, restarts, partitions, kills, pauses."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries", "controlplane")
+    session.run("python", "-m", "tools.binaries", "controlplane")
     session.run("pytest", "-m", "faults", *session.posargs)
 
 
@@ -99,10 +99,10 @@ def image(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """The product as it ships, on a real node (as root): the Dockerfile built and pushed to a
-    registry, the chart pushed there and installed from it; see tests/e2e and tests/node.py."""
+    registry, the chart pushed there and installed from it; see tests/e2e and tools/node.py."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries", "controlplane", "helm", "node")
-    session.run("python", "-m", "tests.node", "prepare")
+    session.run("python", "-m", "tools.binaries", "controlplane", "helm", "node")
+    session.run("python", "-m", "tools.node", "prepare")
     session.run("pytest", "-m", "e2e", "-s", *session.posargs)
 
 
@@ -123,7 +123,7 @@ def compat(session: nox.Session) -> None:
     # timing-sensitive tests run.
     for minor in minors:
         env = {KUBERNETES_ENV: minor}
-        session.run("python", "-m", "tests.binaries", "controlplane", "helm", "crds", env=env)
+        session.run("python", "-m", "tools.binaries", "controlplane", "helm", "crds", env=env)
     for minor in minors:
         # CI=true: a control plane that cannot start fails the run, never skips it; a compat run
         # that skipped would claim a minor it never tested.
@@ -137,7 +137,7 @@ def cluster(session: nox.Session) -> None:
     """Manage a local control plane: `nox -s cluster -- up|down|status` (default: up)."""
     session.install("cryptography>=43")
     command = session.posargs or ["up"]
-    session.run("python", "-m", "tests.cluster", *command)
+    session.run("python", "-m", "tools.cluster", *command)
 
 
 @nox.session
@@ -145,21 +145,21 @@ def node(session: nox.Session) -> None:
     """A control plane with a real node, a registry and a docker daemon, as root:
     `nox -s node -- up|down|status` (default: up); state and kubeconfig in .node/."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries", "controlplane", "helm", "node")
-    session.run("python", "-m", "tests.node", *(session.posargs or ["up"]))
+    session.run("python", "-m", "tools.binaries", "controlplane", "helm", "node")
+    session.run("python", "-m", "tools.node", *(session.posargs or ["up"]))
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run two operator replicas on a private local control plane and narrate what they do."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.binaries", "controlplane")
-    session.run("python", "-m", "tests.demo")
+    session.run("python", "-m", "tools.binaries", "controlplane")
+    session.run("python", "-m", "tools.demo")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks on a private local control plane; prints a table and writes bench-results/*.json."""
     session.install("-e", ".[test]", "py-spy")  # py-spy: for --profile
-    session.run("python", "-m", "tests.binaries", "controlplane")
-    session.run("python", "-m", "tests.bench", *session.posargs)
+    session.run("python", "-m", "tools.binaries", "controlplane")
+    session.run("python", "-m", "tools.bench", *session.posargs)

@@ -1,1 +1,1 @@
-"""Tests, and the harness they run on: a real control plane built from source (cluster.py)."""
+"""Tests of the operator and its chart; the harness they run on lives in ``tools/``."""

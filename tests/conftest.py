@@ -19,8 +19,8 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 
-from tests.binaries import BuildError, release
-from tests.cluster import ControlPlane, ControlPlaneError, print_logs
+from tools.binaries import BuildError, release
+from tools.cluster import ControlPlane, ControlPlaneError, print_logs
 
 KUBECONFIG_ENV = "SECRETS_OPERATOR_TEST_KUBECONFIG"
 AUDIT_LOG_ENV = "SECRETS_OPERATOR_TEST_AUDIT_LOG"

@@ -1,57 +1,23 @@
-"""Helpers the integration tests share: waiting for conditions, and ServiceAccount kubeconfigs.
+"""Helpers the tests share: the server's minor, ServiceAccount kubeconfigs, digests of a canary.
 
-Tests never sleep and hope: they wait for an observable condition with a deadline, and a
-timeout fails with a message that says what was awaited and what was last seen.
+Waiting for a condition is ``tools.waiting.wait_for``, which the tools use too.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
-import anyio
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
-
-T = TypeVar("T")
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[T | None]],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-) -> T:
-    """Call ``probe`` until it returns something truthy; return that value, or fail after ``timeout``."""
-    last: object = None
-    with anyio.move_on_after(timeout):
-        while True:
-            last = await probe()
-            if last:
-                return last
-            await anyio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last seen: {last!r}")
 
 
 async def server_minor(api: ApiClient) -> int:
     """The API server's Kubernetes minor (``"37"``, or ``"37+"`` on some distributions, gives 37)."""
     info = await client.VersionApi(api).get_code()
     return int("".join(ch for ch in info.minor if ch.isdigit()))
-
-
-async def read_or_none(call: Awaitable[T]) -> T | None:
-    """The object, or None on 404."""
-    try:
-        return await call
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 async def service_account_kubeconfig(

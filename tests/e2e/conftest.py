@@ -1,6 +1,6 @@
 """The shipped product on a real node: the image built and pushed, the chart pulled from a registry.
 
-One session brings up (``tests/node.py``) a private dockerd, an OCI registry on loopback, a
+One session brings up (``tools/node.py``) a private dockerd, an OCI registry on loopback, a
 control plane with a node (containerd, CNI, kubelet, kube-proxy, kube-scheduler), builds the
 project's Dockerfile on a base image made from Debian's packages, pushes the image under two tags
 and the packaged chart (``helm push oci://``), and hands the tests a :class:`Shipped` world.
@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import pytest
 
 import secrets_operator
-from tests.binaries import BuildError, binaries
-from tests.cluster import ControlPlane, ControlPlaneError, print_logs
-from tests.node import Docker, Node, NodeError, Registry, build_base_image, running
+from tools.binaries import BuildError, binaries
+from tools.cluster import ControlPlane, ControlPlaneError, print_logs
+from tools.node import Docker, Node, NodeError, Registry, build_base_image, running
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "secrets-operator-e2e-base:bookworm"

@@ -22,8 +22,8 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from tests.conftest import Cluster
 from tests.faults import FaultProxy
-from tests.operator import OperatorProcess
-from tests.support import read_or_none, wait_for
+from tools.operator_process import OperatorProcess
+from tools.waiting import read_or_none, wait_for
 
 StartProxy = Callable[[str], Awaitable[FaultProxy]]
 MANAGED_BY = "app.kubernetes.io/managed-by"

@@ -30,11 +30,12 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
 import secrets_operator
-from tests.binaries import binaries, release, service_monitor_crd
 from tests.conftest import Cluster
 from tests.integration.conftest import MANAGED_BY, SOURCE, Scenario, b64
-from tests.operator import OperatorProcess
-from tests.support import read_or_none, service_account_kubeconfig, wait_for
+from tests.support import service_account_kubeconfig
+from tools.binaries import binaries, release, service_monitor_crd
+from tools.operator_process import OperatorProcess
+from tools.waiting import read_or_none, wait_for
 
 pytestmark = pytest.mark.chart
 
@@ -1345,7 +1346,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
 def test_every_setting_is_a_chart_value_passed_to_the_operator() -> None:
     """Each setting's variable carries the value given to its chart value (every one non-default)."""
     from secrets_operator.settings import Settings
-    from tests.reference import HELM_FROM_POD, helm_value
+    from tools.reference import HELM_FROM_POD, helm_value
 
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]
     given = yaml.safe_load((CHART / "ci" / "all-values.yaml").read_text())["operator"]

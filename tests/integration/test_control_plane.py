@@ -12,9 +12,10 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
-from tests.binaries import release
 from tests.conftest import Cluster
-from tests.support import read_or_none, server_minor, service_account_kubeconfig, wait_for
+from tests.support import server_minor, service_account_kubeconfig
+from tools.binaries import release
+from tools.waiting import read_or_none, wait_for
 
 
 async def test_server_reports_the_pinned_kubernetes_version(cluster: Cluster, api: ApiClient) -> None:

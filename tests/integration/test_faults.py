@@ -30,8 +30,8 @@ from kubernetes_asyncio import client
 from tests.conftest import Cluster
 from tests.faults import FaultProxy, Write
 from tests.integration.conftest import Scenario, StartProxy, b64
-from tests.operator import OperatorProcess
-from tests.support import wait_for
+from tools.operator_process import OperatorProcess
+from tools.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -20,8 +20,8 @@ from secrets_operator.kube.client import Kube
 from secrets_operator.kube.leases import LeaderElector
 from tests.faults import FaultProxy
 from tests.integration.conftest import Scenario, StartProxy
-from tests.operator import OperatorProcess
-from tests.support import wait_for
+from tools.operator_process import OperatorProcess
+from tools.waiting import wait_for
 
 HTPASSWD = {"auth": "bob:$apr1$x$y"}
 SHORT_LEASE = {"lease_duration_seconds": "4", "renew_deadline_seconds": "3", "retry_period_seconds": "0.5"}

@@ -18,7 +18,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import LEGACY_HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
-from tests.support import data_digests, server_minor, wait_for
+from tests.support import data_digests, server_minor
+from tools.waiting import wait_for
 
 HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
 

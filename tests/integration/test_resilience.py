@@ -12,7 +12,7 @@ import anyio
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import Scenario, StartProxy, b64
-from tests.support import wait_for
+from tools.waiting import wait_for
 
 
 async def test_expired_watch_relists_and_repairs_what_changed_meanwhile(

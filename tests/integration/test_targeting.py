@@ -16,7 +16,7 @@ import anyio
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import MANAGED_BY, SOURCE, Scenario, StartProxy, b64
-from tests.support import read_or_none, wait_for
+from tools.waiting import read_or_none, wait_for
 
 HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
 REGISTRY = {".dockerconfigjson": '{"auths": {}}'}

@@ -31,7 +31,7 @@ from secrets_operator.queue import WorkQueue
 from secrets_operator.reporting import Digest
 from secrets_operator.settings import load
 from secrets_operator.trimming import trim_blueprint
-from tests.support import wait_for
+from tools.waiting import wait_for
 
 AUTH = BlueprintRef("home", "auth")
 REGISTRY = BlueprintRef("home", "registry")

@@ -19,7 +19,7 @@ from secrets_operator.kube.client import JSON, Kube
 from secrets_operator.kube.events import EventRecorder, ObjectRef, SpamFilter
 from secrets_operator.model import BlueprintRef
 from secrets_operator.reporting import Digest
-from tests.support import wait_for
+from tools.waiting import wait_for
 
 AUTH = BlueprintRef("home", "auth")
 REGISTRY = BlueprintRef("home", "registry")

@@ -29,7 +29,7 @@ from secrets_operator.model import (
 from secrets_operator.planning import BlueprintSpec, content_hash
 from secrets_operator.settings import Settings
 from secrets_operator.trimming import trim_blueprint
-from tests.support import wait_for
+from tools.waiting import wait_for
 
 REF = BlueprintRef("auth", "htpasswd")
 KEY = f"{REF.namespace}/{REF.name}"

@@ -25,7 +25,7 @@ from secrets_operator.model import BlueprintRef, Kind
 from secrets_operator.planning import BlueprintSpec
 from secrets_operator.selectors import parse_label_selector
 from secrets_operator.settings import BLUEPRINT_KEYS, ConfigError, Settings, load, parse_blueprints
-from tests import reference
+from tools import reference
 
 PREFIX = "SECRETS_OPERATOR_"
 

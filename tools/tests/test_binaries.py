@@ -1,7 +1,7 @@
 """The test tooling's version choice: which Kubernetes and etcd a run builds and starts.
 
 A wrong pin here would make every integration result speak of a version it did not run, so the
-wrapper modules and the table in tests/binaries.py are checked against each other.
+wrapper modules and the table in tools/binaries.py are checked against each other.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.binaries import (
+from tools.binaries import (
     DEFAULT_MINOR,
     ETCD_MINOR,
     KUBERNETES_ENV,

@@ -3,7 +3,7 @@
 Why it exists: everything the operator does depends on API-server semantics (resourceVersion
 conflicts, list+watch, 410 Gone, field selectors, RBAC with resourceNames, Lease updates) that
 in-memory fakes get wrong. The tests, the demo and the benchmarks therefore run against the real
-upstream binaries (see ``tests/binaries.py``), started here on loopback in a few seconds:
+upstream binaries (see ``tools/binaries.py``), started here on loopback in a few seconds:
 
 - etcd on free loopback ports with a throw-away data directory and ``--unsafe-no-fsync``;
 - kube-apiserver on 127.0.0.1 with a self-signed serving certificate, client-certificate
@@ -21,9 +21,9 @@ Every child runs in its own process group and is killed by the kernel if its par
 
 Command line (used by ``nox -s cluster``)::
 
-    python -m tests.cluster up      # start in the background (or reuse); writes .cluster/kubeconfig
-    python -m tests.cluster down    # stop it
-    python -m tests.cluster status
+    python -m tools.cluster up      # start in the background (or reuse); writes .cluster/kubeconfig
+    python -m tools.cluster down    # stop it
+    python -m tools.cluster status
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.binaries import Binaries, BuildError, binaries
+from tools.binaries import Binaries, BuildError, binaries
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".cluster"
@@ -696,7 +696,7 @@ def up(state_dir: Path, *, timeout: float = 120.0) -> int:
     except BuildError as exc:
         print(f"cannot start the control plane: {exc}", file=sys.stderr)
         return 2
-    state = start_daemon("tests.cluster", state_dir, timeout=timeout, what="control plane")
+    state = start_daemon("tools.cluster", state_dir, timeout=timeout, what="control plane")
     if state is None:
         return 1
     version, started = found.release.kubernetes_version, state["startup_seconds"]
@@ -720,7 +720,7 @@ def status(state_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.cluster", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "serve"])
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_STATE_DIR, help="state directory (default .cluster)"

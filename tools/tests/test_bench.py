@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench.__main__ import Result, pages_needed, parse, percentile, targets
+from tools.bench.__main__ import Result, pages_needed, parse, percentile, targets
 
 MB = 2**20
 

@@ -1,10 +1,10 @@
-"""``python -m tests.bench``: measure the operator on a private local control plane and report.
+"""``python -m tools.bench``: measure the operator on a private local control plane and report.
 
 Why it exists: docs/performance.md states targets (propagation latency, fan-out against a raw
 client, restart cost, idle traffic, memory, failover). This program produces the numbers behind
 them on the machine at hand, the same way every time: it starts its own control plane
-(``tests/cluster.py``) in a temporary directory, runs the operator as a separate process
-(``tests/operator.py``), observes the copies through its own independent watch, prints a
+(``tools/cluster.py``) in a temporary directory, runs the operator as a separate process
+(``tools/operator_process.py``), observes the copies through its own independent watch, prints a
 markdown table on stdout and writes every figure, the machine and the exact command line to
 ``bench-results/bench-<UTC timestamp>.json``. Progress goes to stderr.
 
@@ -54,10 +54,10 @@ from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator.kube.informer import Informer
 from secrets_operator.planning import content_hash
-from tests.binaries import BuildError, release
-from tests.cluster import ControlPlane, ControlPlaneError
-from tests.operator import Metrics, OperatorProcess
-from tests.support import wait_for
+from tools.binaries import BuildError, release
+from tools.cluster import ControlPlane, ControlPlaneError
+from tools.operator_process import Metrics, OperatorProcess
+from tools.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO / "bench-results"
@@ -1832,7 +1832,7 @@ def propagation_runs(
 
 def parse(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench",
+        prog="python -m tools.bench",
         description="Benchmarks on a private local control plane; prints a markdown table (and, "
         "with --documented, every target of docs/performance.md against its measurement) and "
         "writes bench-results/bench-<UTC timestamp>.json. Defaults are QUICK sizes; --documented "

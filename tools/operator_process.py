@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from tests.cluster import _die_with_parent
+from tools.cluster import _die_with_parent
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>.*)\})? (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

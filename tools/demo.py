@@ -21,10 +21,10 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator.planning import content_hash
-from tests.binaries import release
-from tests.cluster import ControlPlane
-from tests.operator import OperatorProcess
-from tests.support import read_or_none, wait_for
+from tools.binaries import release
+from tools.cluster import ControlPlane
+from tools.operator_process import OperatorProcess
+from tools.waiting import read_or_none, wait_for
 
 BLUEPRINT = "htpasswd"
 HOME = "auth"

@@ -9,12 +9,12 @@ Go modules, since no image registry can be reached:
 - :class:`Docker`: a private dockerd (own data root and socket, no bridge, no iptables) that
   builds the project's Dockerfile; its base image is made here by :func:`build_base_image`
   (mmdebstrap, from Debian's packages, the way Debian's own images are made), and a pause image
-  from ``tests/controlplane/pause``.
+  from ``tools/controlplane/pause``.
 - :class:`Registry`: an OCI registry (Debian's ``docker-registry``) on loopback; the image and
   the chart (``helm push oci://``) go there, and the kubelet pulls from it.
 - :class:`Node`: containerd (its own root, state and socket), CNI ``bridge`` + ``host-local`` on
   a bridge this module creates, kubelet, kube-proxy and kube-scheduler, joined to a
-  :class:`~tests.cluster.ControlPlane` started with ``address=NODE_IP, node=True``.
+  :class:`~tools.cluster.ControlPlane` started with ``address=NODE_IP, node=True``.
 
 Network rule: every address used is loopback or lives on the bridge created here (``so-br0``,
 ``10.244.0.1/24``); the Service range is routed nowhere (``unreachable``), IP forwarding stays
@@ -39,8 +39,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.binaries import NodeBinaries, node_binaries
-from tests.cluster import (
+from tools.binaries import NodeBinaries, node_binaries
+from tools.cluster import (
     SERVICE_RANGE,
     ControlPlane,
     ControlPlaneError,
@@ -321,10 +321,10 @@ def build_base_image(docker: Docker, tag: str) -> None:
 
 
 def build_pause_image(docker: Docker, tag: str) -> None:
-    """The Pod sandbox image (registry.k8s.io cannot be reached): tests/controlplane/pause, from scratch."""
+    """The Pod sandbox image (registry.k8s.io cannot be reached): tools/controlplane/pause, from scratch."""
     if docker.has(tag):
         return
-    source = REPO / "tests" / "controlplane" / "pause"
+    source = REPO / "tools" / "controlplane" / "pause"
     context = docker.workdir / "pause-context"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
@@ -715,7 +715,7 @@ def _serve(state_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a developer's command
     parser = argparse.ArgumentParser(
-        prog="python -m tests.node",
+        prog="python -m tools.node",
         description="prepare: install packages and build binaries; up/down: a control plane with a "
         "node, a registry and a docker daemon, in the background (state in .node/)",
     )
@@ -740,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a develope
         return 0
     ensure_packages()
     node_binaries()
-    found = start_daemon("tests.node", state_dir, timeout=300, what="node")
+    found = start_daemon("tools.node", state_dir, timeout=300, what="node")
     if found is None:
         return 1
     print(f"node {found['node']} ready; kubeconfig: {found['kubeconfig']}")

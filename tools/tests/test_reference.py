@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.reference import DOC, render
+from tools.reference import DOC, render
 
 
 def test_configuration_doc_matches_the_settings_class() -> None:
-    assert DOC.read_text() == render(), "docs/configuration.md is stale: run `python -m tests.reference`"
+    assert DOC.read_text() == render(), "docs/configuration.md is stale: run `python -m tools.reference`"

@@ -3,14 +3,14 @@
 The integration tests, the demo and the benchmarks run against a real kube-apiserver
 backed by a real etcd. There is no container engine to pull them from, so they are
 compiled from their published Go modules through the small wrapper modules under
-``tests/controlplane/`` (``go install`` of those commands fails because their own
+``tools/controlplane/`` (``go install`` of those commands fails because their own
 ``go.mod`` files replace staging modules with local paths).
 
 What this module deliberately does not do: download prebuilt binaries from anywhere,
 or guess at a binary on ``PATH``. Either it builds exactly the pinned versions, or the
 user names a directory of prebuilt ones with ``SECRETS_OPERATOR_CONTROLPLANE_BIN_DIR``.
 
-Run ``python -m tests.binaries`` to build everything ahead of time.
+Run ``python -m tools.binaries`` to build everything ahead of time.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WRAPPERS = REPO / "tests" / "controlplane"
+WRAPPERS = REPO / "tools" / "controlplane"
 CACHE = Path(os.environ.get("SECRETS_OPERATOR_CACHE_DIR", REPO / ".cache"))
 BIN_DIR_ENV = "SECRETS_OPERATOR_CONTROLPLANE_BIN_DIR"
 
 #: The supported Kubernetes minors, oldest first, each with the etcd minor upstream pairs it with
 #: (``build/dependencies.yaml`` of each release: 1.35 -> 3.6.6, 1.36 -> 3.6.8, 1.37 -> 3.7.0).
 #: The exact versions (the newest patch of each) are pinned by the wrapper modules'
-#: ``go.mod`` files under ``tests/controlplane/kubernetes/<minor>`` and ``tests/controlplane/etcd/<minor>``.
+#: ``go.mod`` files under ``tools/controlplane/kubernetes/<minor>`` and ``tools/controlplane/etcd/<minor>``.
 ETCD_MINOR = {"1.35": "3.6", "1.36": "3.6", "1.37": "3.7"}
 MINORS = tuple(ETCD_MINOR)
 #: The default for the tests, the demo and the benchmarks: the newest supported minor.
@@ -441,7 +441,7 @@ def node_binaries(minor: str | None = None) -> NodeBinaries:
 def service_monitor_crd() -> Path:
     """prometheus-operator's ServiceMonitor CRD, generated as upstream does from its Go types.
 
-    The version is the one ``tests/controlplane/crds/go.mod`` pins; the result is cached.
+    The version is the one ``tools/controlplane/crds/go.mod`` pins; the result is cached.
     """
     ensure_built([CRDS])
     out = CACHE / "crds" / CRDS.stamp()[:16]
@@ -487,7 +487,7 @@ def _build_parts(parts: Sequence[str], minor: str | None) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    """``python -m tests.binaries [--older] [PART...]``: build ahead of time, with progress.
+    """``python -m tools.binaries [--older] [PART...]``: build ahead of time, with progress.
 
     Parts: controlplane (etcd, kube-apiserver, kube-controller-manager, kubectl), helm (3 and 4),
     crds (the ServiceMonitor CRD), node (kubelet, kube-proxy, kube-scheduler). Default: all but
