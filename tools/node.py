@@ -70,10 +70,12 @@ PACKAGES = {
     "conntrack": "conntrack",
 }
 CNI_PLUGINS = Path("/usr/lib/cni")
-DEBIAN_SUITE = "bookworm"
+#: The base image's Debian: the release the default base (python:3.13-slim-trixie) is made of,
+#: so the tests run the Python minor that users get.
+DEBIAN_SUITE = "trixie"
 DEBIAN_SOURCES = (
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
+    "deb http://deb.debian.org/debian trixie main",
+    "deb http://deb.debian.org/debian-security trixie-security main",
 )
 #: The host's CA bundle: on this machine TLS to the package registries is only trusted with it,
 #: so the base image built here carries it (the Dockerfile itself never does).
@@ -289,7 +291,7 @@ class Docker:
 def build_base_image(docker: Docker, tag: str) -> None:
     """A Python base image made from Debian's packages, standing in for python:*-slim.
 
-    mmdebstrap builds a minimal bookworm root with python3 and venv; a virtualenv at
+    mmdebstrap builds a minimal Debian (``DEBIAN_SUITE``) root with python3 and venv; a virtualenv at
     /opt/python provides ``python`` and ``pip`` first on PATH, as the official image does. It
     carries this machine's CA bundle so pip can reach the package index through this network.
     Cached: rebuilt only when the tag is missing from this daemon.

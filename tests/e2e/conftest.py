@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-import secrets_operator
 from tools.binaries import BuildError, binaries
 from tools.cluster import ControlPlane, ControlPlaneError, print_logs
 from tools.node import Docker, Node, NodeError, Registry, build_base_image, running
+from tools.release import charts, versions
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "secrets-operator-e2e-base:bookworm"
+BASE_IMAGE = "secrets-operator-e2e-base:trixie"
 T = TypeVar("T")
 
 
@@ -42,6 +42,7 @@ class Shipped:
     node: Node
     image: str  # repository, without a tag
     tags: tuple[str, str]  # the release's tag, and another one for the upgrade
+    build: versions.BuildInfo  # what the image was built from (version, commit, time)
     chart: str  # oci://... reference
     chart_version: str
     figures: dict[str, float]  # measured along the way, printed at the end
@@ -97,29 +98,28 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
             started = time.monotonic()
             build_base_image(docker, BASE_IMAGE)
             figures["base image build (s)"] = time.monotonic() - started
-            version = secrets_operator.__version__
+            build = versions.build_info()
             image = f"{registry.host}/secrets-operator"
-            tags = (version, f"{version}-e2e.2")
+            tag = versions.image_tag(build.version)
+            tags = (tag, f"{tag}-e2e.2")
             figures["image build (s)"] = docker.build(
-                REPO, f"{image}:{tags[0]}", build_args={"PYTHON_IMAGE": BASE_IMAGE}
+                REPO, f"{image}:{tags[0]}", build_args={"PYTHON_IMAGE": BASE_IMAGE, **build.build_args()}
             )
             size = docker.run(
                 "image", "inspect", "--format", "{{.Size}}", f"{image}:{tags[0]}", what="inspect"
             )
             figures["image size (MB)"] = int(size) / 1e6
+            base_size = docker.run("image", "inspect", "--format", "{{.Size}}", BASE_IMAGE, what="inspect")
+            figures["base image size (MB)"] = int(base_size) / 1e6
             docker.run("tag", f"{image}:{tags[0]}", f"{image}:{tags[1]}", what="docker tag")
             started = time.monotonic()
-            for tag in tags:
-                docker.push(f"{image}:{tag}")
+            for pushed in tags:
+                docker.push(f"{image}:{pushed}")
             figures["image push (s)"] = time.monotonic() - started
-            helm = str(binaries().helm)
-            package = subprocess.run(
-                [helm, "package", str(REPO / "chart" / "secrets-operator"), "--destination", str(workdir)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            archive = package.stdout.strip().rsplit(": ", 1)[-1]
+            helm = binaries().helm
+            archive = charts.package(helm, workdir, build.version)
             subprocess.run(
-                [helm, "push", archive, f"oci://{registry.host}/charts", "--plain-http"],
+                [str(helm), "push", str(archive), f"oci://{registry.host}/charts", "--plain-http"],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             world = Shipped(
@@ -129,8 +129,9 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
                 node=node,
                 image=image,
                 tags=tags,
+                build=build,
                 chart=f"oci://{registry.host}/charts/secrets-operator",
-                chart_version=version,
+                chart_version=versions.chart_version(build.version),
                 figures=figures,
             )
             yield world
@@ -138,7 +139,13 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
             print("\nmeasured in this run:")
             for name, value in figures.items():
                 print(f"  {name}: {value:.2f}")
-    except (BuildError, ControlPlaneError, NodeError, subprocess.CalledProcessError) as exc:
+    except (
+        BuildError,
+        ControlPlaneError,
+        NodeError,
+        versions.VersionError,
+        subprocess.CalledProcessError,
+    ) as exc:
         message = f"cannot bring the node up: {exc}"
         if _in_ci():
             pytest.fail(message)

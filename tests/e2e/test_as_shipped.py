@@ -75,6 +75,29 @@ def _parse(stamp: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
+def test_the_image_says_the_version_git_gives_and_holds_nothing_that_installs_code(shipped: Shipped) -> None:
+    """The built image, before anything is installed: its version, labels and what it leaves out."""
+    image = f"{shipped.image}:{shipped.tags[0]}"
+    said = shipped.docker.run("run", "--rm", "--network=none", image, "--version", what="--version")
+    assert said.split() == ["secrets-operator", shipped.build.version]
+    labels = json.loads(
+        shipped.docker.run("image", "inspect", "--format", "{{json .Config.Labels}}", image, what="inspect")
+    )
+    assert labels["org.opencontainers.image.version"] == shipped.build.version
+    assert labels["org.opencontainers.image.revision"] == shipped.build.revision
+    assert labels["org.opencontainers.image.created"] == shipped.build.created
+    probe = (
+        "import importlib.util, sys; "
+        "print(sys.version_info[:2], [m for m in ('pip', 'setuptools', 'wheel', 'build', 'hatchling', "
+        "'ensurepip', 'pytest') if importlib.util.find_spec(m)])"
+    )
+    found = shipped.docker.run(
+        "run", "--rm", "--network=none", "--entrypoint=python", image, "-c", probe, what="the probe"
+    )
+    assert found.strip().endswith("[]"), f"the image can install code: {found.strip()}"
+    assert found.startswith("(3, 13)"), f"the image's Python is not the base's 3.13: {found.strip()}"
+
+
 @pytest.fixture(scope="module")
 def installed(shipped: Shipped) -> Shipped:
     """The blueprint, a namespace enforcing `restricted`, and `helm install` (Helm 3) from the
