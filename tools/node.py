@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -53,6 +54,7 @@ from tools.cluster import (
     stop_daemon,
     until_signalled,
 )
+from tools.release import versions
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE = "so-br0"
@@ -320,6 +322,30 @@ def build_base_image(docker: Docker, tag: str) -> None:
     docker.run(*argv, str(tarball), tag, what="docker import of the base image")
     tarball.unlink()
     _say(f"built base image {tag} in {time.monotonic() - started:.0f} s")
+
+
+#: The base the project's image is built on here: Debian trixie's python3 (``build_base_image``).
+BASE_IMAGE = "secrets-operator-base:trixie"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltImage:
+    """The project's image, built and pushed: where it went and what it was told."""
+
+    reference: str  # <registry>/secrets-operator:<tag>
+    build: versions.BuildInfo
+    seconds: float  # the `docker build` alone
+
+
+def build_operator_image(docker: Docker, registry: str) -> BuiltImage:
+    """The Dockerfile built with the version git gives (tools/release) on ``BASE_IMAGE``, pushed
+    to ``registry``: what ``nox -s node -- image`` and the end-to-end tests both run."""
+    build_base_image(docker, BASE_IMAGE)
+    build = versions.build_info()
+    reference = f"{registry}/secrets-operator:{versions.image_tag(build.version)}"
+    seconds = docker.build(REPO, reference, build_args={"PYTHON_IMAGE": BASE_IMAGE, **build.build_args()})
+    docker.push(reference)
+    return BuiltImage(reference=reference, build=build, seconds=seconds)
 
 
 def build_pause_image(docker: Docker, tag: str) -> None:
@@ -719,9 +745,10 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a develope
     parser = argparse.ArgumentParser(
         prog="python -m tools.node",
         description="prepare: install packages and build binaries; up/down: a control plane with a "
-        "node, a registry and a docker daemon, in the background (state in .node/)",
+        "node, a registry and a docker daemon, in the background (state in .node/); image: build "
+        "this tree's image on the running node's docker and push it to its registry",
     )
-    parser.add_argument("command", choices=["prepare", "up", "down", "status", "serve"])
+    parser.add_argument("command", choices=["prepare", "up", "down", "status", "serve", "image"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_STATE_DIR, help="state directory (default .node)")
     args = parser.parse_args(argv)
     state_dir: Path = args.dir.resolve()
@@ -737,6 +764,21 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a develope
         return 0 if found else 1
     if args.command == "down":
         return stop_daemon(state_dir, timeout=120, what="node")
+    if args.command == "image":
+        if found is None:
+            print("no node is running: start one with `nox -s node -- up`", file=sys.stderr)
+            return 1
+        try:
+            built = build_operator_image(Docker(state_dir / "run" / "docker"), found["registry"])
+        except (NodeError, versions.VersionError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        repository, tag = built.reference.rsplit(":", 1)
+        print(f"built and pushed {built.reference} ({built.build.version}) in {built.seconds:.0f} s")
+        kubeconfig = found["kubeconfig"]
+        print(f"install: helm install secrets-operator chart/secrets-operator --kubeconfig {kubeconfig} \\")
+        print(f"  --set image.repository={repository} --set image.tag={tag} ...")
+        return 0
     if found is not None:
         print(f"node already running: {json.dumps(found)}")
         return 0

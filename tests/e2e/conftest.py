@@ -24,11 +24,19 @@ import pytest
 
 from tools.binaries import BuildError, binaries
 from tools.cluster import ControlPlane, ControlPlaneError, print_logs
-from tools.node import Docker, Node, NodeError, Registry, build_base_image, running
+from tools.node import (
+    BASE_IMAGE,
+    Docker,
+    Node,
+    NodeError,
+    Registry,
+    build_base_image,
+    build_operator_image,
+    running,
+)
 from tools.release import charts, versions
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "secrets-operator-e2e-base:trixie"
 T = TypeVar("T")
 
 
@@ -98,23 +106,18 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
             started = time.monotonic()
             build_base_image(docker, BASE_IMAGE)
             figures["base image build (s)"] = time.monotonic() - started
-            build = versions.build_info()
             image = f"{registry.host}/secrets-operator"
-            tag = versions.image_tag(build.version)
-            tags = (tag, f"{tag}-e2e.2")
-            figures["image build (s)"] = docker.build(
-                REPO, f"{image}:{tags[0]}", build_args={"PYTHON_IMAGE": BASE_IMAGE, **build.build_args()}
-            )
-            size = docker.run(
-                "image", "inspect", "--format", "{{.Size}}", f"{image}:{tags[0]}", what="inspect"
-            )
+            built = build_operator_image(docker, registry.host)
+            build = built.build
+            figures["image build (s)"] = built.seconds
+            tags = (built.reference.rsplit(":", 1)[1], f"{versions.image_tag(build.version)}-e2e.2")
+            size = docker.run("image", "inspect", "--format", "{{.Size}}", built.reference, what="inspect")
             figures["image size (MB)"] = int(size) / 1e6
             base_size = docker.run("image", "inspect", "--format", "{{.Size}}", BASE_IMAGE, what="inspect")
             figures["base image size (MB)"] = int(base_size) / 1e6
-            docker.run("tag", f"{image}:{tags[0]}", f"{image}:{tags[1]}", what="docker tag")
+            docker.run("tag", built.reference, f"{image}:{tags[1]}", what="docker tag")
             started = time.monotonic()
-            for pushed in tags:
-                docker.push(f"{image}:{pushed}")
+            docker.push(f"{image}:{tags[1]}")
             figures["image push (s)"] = time.monotonic() - started
             helm = binaries().helm
             archive = charts.package(helm, workdir, build.version)
