@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from secrets_operator.kube.client import ApiError, Kube, _retry_after
+from tools.cluster import PKI
 
 
 def _kubeconfig(tmp_path: Path, server: str) -> Path:
@@ -149,3 +152,43 @@ async def test_timed_is_the_server_s_answer_only_and_only_for_a_success(tmp_path
     assert waited > 2.0, waited
     assert len(timings) == 3
     assert all(0.05 <= seconds < 0.9 for seconds in timings), timings  # never the limiter's 1 s
+
+
+async def test_a_serving_certificate_without_authority_key_identifier_is_verified_as_kubectl_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.13's default context adds RFC 5280's strict checks, which refuse a serving
+    certificate that lacks an Authority Key Identifier (the test PKI's do, as do some clusters').
+    Go's x509 accepts it, so kubectl works there: the operator must too, on every Python."""
+    pki = PKI(tmp_path / "pki")  # signs the serving certificate without an AKI
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(pki.serving_cert, pki.serving_key)
+    create = ssl.create_default_context
+
+    def strict_as_on_python_3_13(*args: object, **kwargs: object) -> ssl.SSLContext:
+        context = create(*args, **kwargs)  # type: ignore[arg-type]
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", strict_as_on_python_3_13)
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"major": "1", "minor": "37"})
+
+    app = web.Application()
+    app.router.add_get("/version", version)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    try:
+        path = _kubeconfig(tmp_path, f"https://127.0.0.1:{runner.addresses[0][1]}")
+        document = json.loads(path.read_text())
+        cluster = document["clusters"][0]["cluster"]
+        del cluster["insecure-skip-tls-verify"]
+        cluster["certificate-authority-data"] = base64.b64encode(pki.ca_cert.read_bytes()).decode()
+        path.write_text(json.dumps(document))
+        async with await Kube.connect(kubeconfig=str(path)) as kube:
+            assert await kube.request("GET", "/version") == {"major": "1", "minor": "37"}
+    finally:
+        await runner.cleanup()
