@@ -208,6 +208,60 @@ CRDS = Component(
 MONITORING_TYPES = "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 
 
+#: The release tools (tools/release), each `go install`ed from its module at the pinned version:
+#: cosign signs and verifies the image and the chart and attests the SBOM, syft makes the SBOM,
+#: crane assembles the multi-architecture index and copies between registries, actionlint checks
+#: the GitHub workflows.
+COSIGN = Component(
+    name="cosign",
+    version="v3.1.3",
+    commands={"cosign": "github.com/sigstore/cosign/v3/cmd/cosign"},
+    ldflags=("-X sigs.k8s.io/release-utils/version.gitVersion=v3.1.3",),
+    module_dir=None,
+)
+SYFT = Component(
+    name="syft",
+    version="v1.57.2",
+    commands={"syft": "github.com/anchore/syft/cmd/syft"},
+    ldflags=("-X main.version=1.57.2",),
+    module_dir=None,
+)
+CRANE = Component(
+    name="crane",
+    version="v0.22.1",
+    commands={"crane": "github.com/google/go-containerregistry/cmd/crane"},
+    ldflags=(),
+    module_dir=None,
+)
+ACTIONLINT = Component(
+    name="actionlint",
+    version="v1.7.12",
+    commands={"actionlint": "github.com/rhysd/actionlint/cmd/actionlint"},
+    ldflags=(),
+    module_dir=None,
+)
+RELEASE_TOOLS = (COSIGN, SYFT, CRANE, ACTIONLINT)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseTools:
+    """Absolute paths of the release tools (built only for the release sessions and their tests)."""
+
+    cosign: Path
+    syft: Path
+    crane: Path
+    actionlint: Path
+
+
+def release_tools() -> ReleaseTools:
+    """Locate (building if needed) cosign, syft, crane and actionlint; ``BIN_DIR_ENV`` may hold them."""
+    override = os.environ.get(BIN_DIR_ENV)
+    if override:
+        return ReleaseTools(**{tool.name: Path(override) / tool.name for tool in RELEASE_TOOLS})
+    ensure_built(RELEASE_TOOLS)
+    return ReleaseTools(**{tool.name: tool.cache_dir / tool.name for tool in RELEASE_TOOLS})
+
+
 class Binaries:
     """Absolute paths of the binaries of one release; each is built the first time it is asked for.
 
@@ -466,7 +520,7 @@ def service_monitor_crd() -> Path:
     return crd
 
 
-PARTS = ("controlplane", "helm", "crds", "node")
+PARTS = ("controlplane", "helm", "crds", "node", "release")
 
 
 def _build_parts(parts: Sequence[str], minor: str | None) -> dict[str, Path]:
@@ -483,6 +537,8 @@ def _build_parts(parts: Sequence[str], minor: str | None) -> dict[str, Path]:
         paths["servicemonitor_crd"] = service_monitor_crd()
     if "node" in parts:
         paths.update(dataclasses.asdict(node_binaries(minor)))
+    if "release" in parts:
+        paths.update(dataclasses.asdict(release_tools()))
     return paths
 
 
@@ -490,8 +546,9 @@ def main(argv: Sequence[str] = ()) -> int:
     """``python -m tools.binaries [--older] [PART...]``: build ahead of time, with progress.
 
     Parts: controlplane (etcd, kube-apiserver, kube-controller-manager, kubectl), helm (3 and 4),
-    crds (the ServiceMonitor CRD), node (kubelet, kube-proxy, kube-scheduler). Default: all but
-    node. The release is ``$SECRETS_OPERATOR_KUBERNETES`` (default: the newest supported minor);
+    crds (the ServiceMonitor CRD), node (kubelet, kube-proxy, kube-scheduler), release (cosign,
+    syft, crane, actionlint). Default: all but node and release. The release is
+    ``$SECRETS_OPERATOR_KUBERNETES`` (default: the newest supported minor);
     ``--older`` builds the parts for every supported minor but the newest instead (what
     ``nox -s compat`` runs), so that CI can build them ahead, at low priority.
     """
