@@ -134,6 +134,23 @@ def test_the_tree_writes_no_version_and_the_packaged_chart_carries_gits(tmp_path
 
 
 @pytest.mark.parametrize("major", HELMS)
+def test_a_digest_pins_the_image_and_a_malformed_one_is_refused(major: int) -> None:
+    """What deploy verified is what runs: image.digest replaces the tag; anything but sha256 is refused."""
+    digest = "sha256:" + "ab" * 32
+    base = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION, "--set", "image.tag=ignored"]
+    base += _blueprints("auth/htpasswd")
+    done = helm(*base, "--set", f"image.digest={digest}", major=major)
+    assert done.returncode == 0, done.stderr
+    deployment = of_kind([doc for doc in yaml.safe_load_all(done.stdout) if doc], "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"ghcr.io/secrets-operator/secrets-operator@{digest}"
+    refused = helm(*base, "--set", "image.digest=latest", major=major)
+    assert refused.returncode != 0
+    assert "digest" in refused.stderr
+    assert "does not match pattern" in refused.stderr.lower()
+
+
+@pytest.mark.parametrize("major", HELMS)
 @pytest.mark.parametrize("values_file", ["default-values.yaml", "all-values.yaml"])
 def test_chart_lints_strictly(values_file: str, major: int) -> None:
     done = helm("lint", str(CHART), "--strict", "-f", str(CHART / "ci" / values_file), major=major)
