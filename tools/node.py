@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import fcntl
 import json
 import os
@@ -109,9 +110,16 @@ def ensure_packages() -> None:
     _say(f"installing {' '.join(missing)} from Debian's packages")
     _run("apt-get", "update", "-qq", what="apt-get update")
     _run(
-        "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq",
-        "--no-install-recommends", *missing, what="apt-get install",
-    )  # fmt: skip
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        *missing,
+        what="apt-get install",
+    )
 
 
 # ---------------------------------------------------------------------------------- network
@@ -270,58 +278,136 @@ class Docker:
     def has(self, image: str) -> bool:
         return subprocess.run(self.command("image", "inspect", image), capture_output=True).returncode == 0
 
-    def build(self, context: Path, tag: str, *, build_args: dict[str, str] | None = None) -> float:
+    def build(
+        self, context: Path, tag: str, *, build_args: dict[str, str] | None = None, platform: str = ""
+    ) -> float:
         """``docker build`` of ``context``'s Dockerfile; the seconds it took.
 
         The classic builder, so that no BuildKit front-end image has to be pulled; the host's
         network, since this daemon has no bridge (the build only talks to the package index).
         """
         argv = ["build", "--network=host", "--tag", tag]
+        if platform:
+            argv += ["--platform", platform]
         for key, value in (build_args or {}).items():
             argv += ["--build-arg", f"{key}={value}"]
         started = time.monotonic()
         _run(
-            "env", "DOCKER_BUILDKIT=0", *self.command(*argv, str(context)), what=f"docker build of {tag}",
+            "env",
+            "DOCKER_BUILDKIT=0",
+            *self.command(*argv, str(context)),
+            what=f"docker build of {tag}",
             timeout=1200,
-        )  # fmt: skip
+        )
         return time.monotonic() - started
 
     def push(self, tag: str) -> None:
         self.run("push", tag, what=f"docker push of {tag}")
 
 
-def build_base_image(docker: Docker, tag: str) -> None:
-    """A Python base image made from Debian's packages, standing in for python:*-slim.
+#: What arm64 builds need on this amd64 machine: user-mode emulation registered with binfmt_misc
+#: (the F flag: the kernel keeps the interpreter open, so it works inside chroots and containers).
+EMULATION_PACKAGES = ("qemu-user-static", "binfmt-support", "arch-test")
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
 
-    mmdebstrap builds a minimal Debian (``DEBIAN_SUITE``) root with python3 and venv; a virtualenv at
-    /opt/python provides ``python`` and ``pip`` first on PATH, as the official image does. It
-    carries this machine's CA bundle so pip can reach the package index through this network.
-    Cached: rebuilt only when the tag is missing from this daemon.
-    """
-    if docker.has(tag):
+
+def ensure_emulation() -> None:
+    """Make arm64 binaries run here (Debian's qemu-user-static), or fail saying what is missing."""
+    if (BINFMT / "qemu-aarch64").is_file() and "enabled" in (BINFMT / "qemu-aarch64").read_text():
         return
-    started = time.monotonic()
-    tarball = docker.workdir / "base.tar"
+    missing = [package for package in EMULATION_PACKAGES if not Path(f"/usr/share/doc/{package}").is_dir()]
+    if missing:
+        _say(f"installing {' '.join(missing)} from Debian's packages")
+        _run("apt-get", "update", "-qq", what="apt-get update")
+        _run(
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            *missing,
+            what="apt-get install",
+        )
+    if not (BINFMT / "register").exists():
+        _run("mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT), what="mounting binfmt_misc")
+    _run("update-binfmts", "--enable", "qemu-aarch64", what="update-binfmts --enable qemu-aarch64")
+    if not (BINFMT / "qemu-aarch64").is_file():
+        raise NodeError("qemu-aarch64 is not registered with binfmt_misc after update-binfmts --enable")
+
+
+def _base_tarball(arch: str) -> Path:
+    """The root filesystem of the base image, cached for the current ISO week (security updates
+    arrive within a week; arm64 takes minutes under emulation, so it is not made for every run)."""
+    from tools.binaries import CACHE
+
+    year, week, _ = datetime.date.today().isocalendar()
+    directory = CACHE / "base-images"
+    tarball = directory / f"{DEBIAN_SUITE}-{arch}-{year}w{week:02d}.tar"
+    if tarball.is_file():
+        return tarball
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(f"{DEBIAN_SUITE}-{arch}-*.tar"):
+        stale.unlink()
+    if arch != "amd64":
+        ensure_emulation()
     hooks = [
         f'cp {HOST_CA_BUNDLE} "$1/etc/ssl/certs/ca-certificates.crt"',
         'chroot "$1" python3 -m venv /opt/python',
         'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
     ]
-    argv = ["mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates"]
-    argv += [f"--customize-hook={hook}" for hook in hooks]
-    _run(*argv, DEBIAN_SUITE, str(tarball), *DEBIAN_SOURCES, what="mmdebstrap of the base image", timeout=900)
-    changes = [
-        "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        f"ENV PIP_CERT={HOST_CA_BUNDLE}",
-        f"ENV SSL_CERT_FILE={HOST_CA_BUNDLE}",
-        'CMD ["python3"]',
+    argv = [
+        "mmdebstrap",
+        "--variant=minbase",
+        f"--arch={arch}",
+        "--include=python3,python3-venv,ca-certificates",
     ]
-    argv = ["import"]
-    for change in changes:
-        argv += ["--change", change]
-    docker.run(*argv, str(tarball), tag, what="docker import of the base image")
-    tarball.unlink()
-    _say(f"built base image {tag} in {time.monotonic() - started:.0f} s")
+    argv += [f"--customize-hook={hook}" for hook in hooks]
+    partial = tarball.with_suffix(".partial")
+    _run(
+        *argv,
+        DEBIAN_SUITE,
+        str(partial),
+        *DEBIAN_SOURCES,
+        what=f"mmdebstrap of the {arch} base image",
+        timeout=1800,
+    )
+    partial.rename(tarball)
+    return tarball
+
+
+def build_base_image(docker: Docker, tag: str, *, arch: str = "amd64") -> None:
+    """A Python base image made from Debian's packages, standing in for python:*-slim.
+
+    mmdebstrap builds a minimal Debian (``DEBIAN_SUITE``) root for ``arch`` (arm64 under
+    emulation) with python3 and venv; a virtualenv at /opt/python provides ``python`` and ``pip``
+    first on PATH, as the official image does. It carries this machine's CA bundle so pip can
+    reach the package index through this network. The image is made with ``FROM scratch`` and
+    ``--platform``, so it says its architecture. Rebuilt only when the tag is missing from this
+    daemon; the root filesystem is cached for a week.
+    """
+    if docker.has(tag):
+        return
+    started = time.monotonic()
+    context = docker.workdir / f"base-{arch}"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    tarball = _base_tarball(arch)
+    try:
+        os.link(tarball, context / "base.tar")
+    except OSError:
+        shutil.copyfile(tarball, context / "base.tar")
+    (context / "Dockerfile").write_text(
+        "FROM scratch\n"
+        "ADD base.tar /\n"
+        "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f"ENV PIP_CERT={HOST_CA_BUNDLE} SSL_CERT_FILE={HOST_CA_BUNDLE}\n"
+        'CMD ["python3"]\n'
+    )
+    docker.build(context, tag, platform=f"linux/{arch}")
+    shutil.rmtree(context)
+    _say(f"built base image {tag} ({arch}) in {time.monotonic() - started:.0f} s")
 
 
 #: The base the project's image is built on here: Debian trixie's python3 (``build_base_image``).
@@ -357,9 +443,18 @@ def build_pause_image(docker: Docker, tag: str) -> None:
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     _run(
-        "env", "CGO_ENABLED=0", "go", "build", "-trimpath", "-ldflags=-s -w",
-        "-o", str(context / "pause"), ".", what="building the pause binary", cwd=source,
-    )  # fmt: skip
+        "env",
+        "CGO_ENABLED=0",
+        "go",
+        "build",
+        "-trimpath",
+        "-ldflags=-s -w",
+        "-o",
+        str(context / "pause"),
+        ".",
+        what="building the pause binary",
+        cwd=source,
+    )
     (context / "Dockerfile").write_text(
         'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n'
     )
@@ -585,11 +680,18 @@ oom_score = 0
     def _ready(self) -> bool:
         done = subprocess.run(
             [
-                str(self.plane.bins.kubectl), "--kubeconfig", str(self.plane.admin_kubeconfig), "get", "node",
-                NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                str(self.plane.bins.kubectl),
+                "--kubeconfig",
+                str(self.plane.admin_kubeconfig),
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
             ],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
         return done.stdout.strip() == "True"
 
     def check_alive(self) -> None:
