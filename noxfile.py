@@ -157,6 +157,29 @@ def compat(session: nox.Session) -> None:
 
 
 @nox.session
+def release(session: nox.Session) -> None:
+    """Build, sign and publish a version: `nox -s release -- X.Y.Z` (HEAD must be tag vX.Y.Z).
+
+    Registries, repository credentials and keys come from the environment (docs/releasing.md).
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tools.binaries", "helm", "release")
+    session.run("python", "-m", "tools.release", "release", *session.posargs)
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """Verify and install a released version: `nox -s deploy -- <environment> [--version X.Y.Z]`
+    with deploy/values-<environment>.yaml; `nox -s deploy -- rollback <environment>` rolls back."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tools.binaries", "helm", "release")
+    if session.posargs[:1] == ["rollback"]:
+        session.run("python", "-m", "tools.release", *session.posargs)
+    else:
+        session.run("python", "-m", "tools.release", "deploy", *session.posargs)
+
+
+@nox.session
 def cluster(session: nox.Session) -> None:
     """Manage a local control plane: `nox -s cluster -- up|down|status` (default: up)."""
     session.install("cryptography>=43")

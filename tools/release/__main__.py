@@ -5,8 +5,13 @@
     python -m tools.release build-args         # --build-arg lines for `docker build`
     python -m tools.release notes 0.3.0        # CHANGELOG.md's section for 0.3.0
     python -m tools.release check-tag v0.3.0   # refuses anything but vX.Y.Z
+    python -m tools.release release 0.3.0      # build, sign, publish (nox -s release -- 0.3.0)
+    python -m tools.release deploy staging [--version 0.3.0]   # (nox -s deploy -- staging)
+    python -m tools.release rollback staging   # helm rollback, when a deploy left it failed
 
-Errors are one line on stderr and exit 2; nothing is written anywhere.
+Where a release goes and with which keys comes from the environment (tools/release/settings.py,
+docs/releasing.md). Errors are one line on stderr and exit 2; a refused release or deploy has
+changed nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from tools.release import changelog, versions
+from tools.release import changelog, deploying, publishing, settings, versions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,8 +36,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes.add_argument("version")
     tag = commands.add_parser("check-tag", help="the release number of a vX.Y.Z tag, or a refusal")
     tag.add_argument("tag")
+    publish = commands.add_parser("release", help="build, sign and publish a version (HEAD must be its tag)")
+    publish.add_argument("version")
+    publish.add_argument("--workdir", type=Path, default=versions.REPO / "dist" / "release")
+    publish.add_argument("--json", type=Path, help="also write the artifacts as JSON here")
+    to = commands.add_parser("deploy", help="verify and install a released version into an environment")
+    to.add_argument("environment")
+    to.add_argument("--version", help="default: what the environment runs now, else the newest release")
+    to.add_argument("--timeout", default="180s", help="how long helm waits for Ready Pods (default 180s)")
+    to.add_argument("--workdir", type=Path, default=versions.REPO / "dist" / "deploy")
+    back = commands.add_parser("rollback", help="helm rollback of an environment whose deploy failed")
+    back.add_argument("environment")
+    back.add_argument("--workdir", type=Path, default=versions.REPO / "dist" / "deploy")
     args = parser.parse_args(argv)
     try:
+        if args.command in {"release", "deploy", "rollback"}:
+            return _publishing(args)
         if args.command == "version":
             print(versions.version())
         elif args.command == "chart-version":
@@ -44,6 +64,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(versions.release_of_tag(args.tag))
     except versions.VersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def tools() -> publishing.Tools:
+    from tools.binaries import binaries, release_tools
+
+    found = release_tools()
+    docker = "/usr/bin/docker" if Path("/usr/bin/docker").is_file() else "docker"
+    return publishing.Tools(
+        docker=[docker], helm=binaries().helm, cosign=found.cosign, syft=found.syft, crane=found.crane
+    )
+
+
+def _publishing(args: argparse.Namespace) -> int:
+    def say(message: str) -> None:
+        print(f"[{args.command}] {message}", file=sys.stderr, flush=True)
+
+    try:
+        if args.command == "release":
+            release_settings = settings.ReleaseSettings.from_env()
+            artifacts = publishing.release(
+                args.version, release_settings, tools(), root=versions.REPO, workdir=args.workdir, say=say
+            )
+            print(publishing.report(artifacts))
+            if args.json:
+                args.json.write_text(publishing.as_json(artifacts))
+        elif args.command == "deploy":
+            deployed = deploying.deploy(
+                args.environment,
+                settings.DeploySettings.from_env(),
+                tools(),
+                workdir=args.workdir,
+                version=args.version,
+                timeout=args.timeout,
+                say=say,
+            )
+            print(
+                f"{deployed.environment}: {deployed.version} deployed as revision {deployed.revision} "
+                f"({deployed.image}) in {deployed.seconds:.0f} s"
+            )
+        else:
+            deploying.values_file(args.environment)
+            print(deploying.rollback(settings.DeploySettings.from_env(), tools(), workdir=args.workdir))
+    except (
+        publishing.ReleaseError,
+        deploying.DeployError,
+        settings.SettingsError,
+        versions.VersionError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,190 @@
+"""Keys and signatures: cosign for the image and the OCI chart, GPG for the chart's ``.prov``.
+
+Everything is signed with keys, offline: keyless signing needs the internet (Fulcio, Rekor), and
+no transparency log can be reached here, so cosign is given an empty signing config when signing
+and told to skip the log when verifying. A verification that fails raises ``SignatureError``
+with cosign's or Helm's own reason.
+
+``make_cosign_key`` and ``make_gpg_key`` make throw-away keys for the tests and for a developer's
+dry run; a real release reads its keys from CI secrets (see docs/releasing.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class SignatureError(RuntimeError):
+    """Signing failed, or a signature is missing, wrong or for other content."""
+
+
+def run(argv: Sequence[str | Path], *, what: str, env: dict[str, str] | None = None, stdin: str = "") -> str:
+    """Run a tool; its stdout, or a one-paragraph error naming ``what`` failed and why."""
+    done = subprocess.run(
+        [str(arg) for arg in argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=900,
+    )
+    if done.returncode != 0:
+        output = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        reason = next((line for line in reversed(output) if line.strip()), "no output")
+        raise SignatureError(f"{what}: {reason}")
+    return done.stdout
+
+
+@dataclasses.dataclass(frozen=True)
+class CosignKey:
+    """A cosign key pair; ``password`` unlocks the private key (cosign reads COSIGN_PASSWORD)."""
+
+    private: Path | None
+    public: Path
+    password: str = ""
+
+
+def make_cosign_key(directory: Path, password: str, *, cosign: Path) -> CosignKey:
+    directory.mkdir(parents=True, exist_ok=True)
+    run(
+        [cosign, "generate-key-pair", "--output-key-prefix", directory / "cosign"],
+        what="cosign generate-key-pair",
+        env={"COSIGN_PASSWORD": password},
+    )
+    return CosignKey(private=directory / "cosign.key", public=directory / "cosign.pub", password=password)
+
+
+def _offline_signing_config(cosign: Path, directory: Path) -> Path:
+    """A signing config with no services: sign with the key alone, upload to no log."""
+    path = directory / "offline-signing-config.json"
+    if not path.is_file():
+        run([cosign, "signing-config", "create", "--out", path], what="cosign signing-config create")
+    return path
+
+
+def sign_oci(
+    reference: str, key: CosignKey, *, cosign: Path, workdir: Path, insecure: bool, recursive: bool = False
+) -> None:
+    """Sign ``reference`` (by digest) in its registry: the signature is stored beside it."""
+    if key.private is None:
+        raise SignatureError("no cosign private key to sign with")
+    argv: list[str | Path] = [
+        cosign,
+        "sign",
+        "--yes",
+        "--key",
+        key.private,
+        "--signing-config",
+        _offline_signing_config(cosign, workdir),
+    ]
+    if insecure:
+        argv.append("--allow-http-registry")
+    if recursive:
+        argv.append("--recursive")
+    run([*argv, reference], what=f"cosign sign {reference}", env={"COSIGN_PASSWORD": key.password})
+
+
+def attest_sbom(
+    reference: str, sbom: Path, key: CosignKey, *, cosign: Path, workdir: Path, insecure: bool
+) -> None:
+    """Attach ``sbom`` (SPDX JSON) to ``reference`` as a signed in-toto attestation."""
+    if key.private is None:
+        raise SignatureError("no cosign private key to attest with")
+    argv: list[str | Path] = [
+        cosign,
+        "attest",
+        "--yes",
+        "--key",
+        key.private,
+        "--type",
+        "spdxjson",
+        "--predicate",
+        sbom,
+        "--signing-config",
+        _offline_signing_config(cosign, workdir),
+    ]
+    if insecure:
+        argv.append("--allow-http-registry")
+    run([*argv, reference], what=f"cosign attest {reference}", env={"COSIGN_PASSWORD": key.password})
+
+
+def verify_oci(reference: str, public: Path, *, cosign: Path, insecure: bool, attestation: str = "") -> None:
+    """Refuse ``reference`` unless ``public``'s key signed exactly its content (or its attestation)."""
+    argv: list[str | Path] = [
+        cosign,
+        "verify-attestation" if attestation else "verify",
+        "--key",
+        public,
+        "--insecure-ignore-tlog=true",
+        "--output",
+        "json",
+    ]
+    if attestation:
+        argv += ["--type", attestation]
+    if insecure:
+        argv.append("--allow-http-registry")
+    run([*argv, reference], what=f"the signature of {reference} does not verify")
+
+
+@dataclasses.dataclass(frozen=True)
+class GpgKey:
+    """A GPG key as Helm wants it: its name, a legacy secret keyring to sign, a public one to verify."""
+
+    name: str
+    secring: Path | None
+    pubring: Path
+    passphrase_file: Path | None = None
+
+
+def make_gpg_key(home: Path, name: str, *, passphrase: str = "") -> GpgKey:
+    """A fresh RSA signing key in its own GNUPGHOME, exported the way ``helm package --sign`` reads it."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = {"GNUPGHOME": str(home)}
+    run(
+        [
+            "gpg",
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            passphrase,
+            "--quick-gen-key",
+            name,
+            "rsa3072",
+            "sign",
+            "never",
+        ],
+        what="gpg --quick-gen-key",
+        env=env,
+    )
+    secring, pubring = home / "secring.gpg", home / "pubring.gpg"
+    secret = subprocess.run(
+        [
+            "gpg",
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            passphrase,
+            "--export-secret-keys",
+            name,
+        ],
+        capture_output=True,
+        env={**os.environ, **env},
+        check=True,
+    ).stdout
+    secring.write_bytes(secret)
+    public = subprocess.run(
+        ["gpg", "--batch", "--export", name], capture_output=True, env={**os.environ, **env}, check=True
+    )
+    pubring.write_bytes(public.stdout)
+    passphrase_file = None
+    if passphrase:
+        passphrase_file = home / "passphrase"
+        passphrase_file.write_text(passphrase)
+        passphrase_file.chmod(0o600)
+    return GpgKey(name=name, secring=secring, pubring=pubring, passphrase_file=passphrase_file)
