@@ -134,7 +134,7 @@ def chart_versions(index: bytes | None) -> list[str]:
     except yaml.YAMLError as exc:
         raise ReleaseError(f"the chart repository's index.yaml is not YAML: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("entries") or {}, dict):
-        raise ReleaseError("the chart repository's index.yaml is not a Helm repository index (no entries map)")
+        raise ReleaseError("the chart repository's index.yaml is not a Helm repository index (no entries)")
     entries = (document.get("entries") or {}).get("secrets-operator") or []
     return [str(entry.get("version")) for entry in entries if isinstance(entry, dict)]
 
