@@ -57,6 +57,20 @@ def chart(session: nox.Session) -> None:
     server-side dry-run, PSA and the RBAC proof."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "tools.binaries", "controlplane", "helm", "crds")
+    _helm_lint(session)
+    session.run("pytest", "-m", "chart", *session.posargs)
+
+
+@nox.session
+def chartlint(session: nox.Session) -> None:
+    """helm lint (also --strict) of the chart and of every environment's values, with Helm 3 and 4:
+    the pipeline's check on every push (`nox -s chart` does this and much more)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tools.binaries", "helm")
+    _helm_lint(session, *sorted(glob.glob("deploy/values-*.yaml")))
+
+
+def _helm_lint(session: nox.Session, *extra_values: str) -> None:
     for major in (3, 4):
         found = session.run(
             "python", "-c", f"from tools.binaries import binaries; print(binaries().helm_of({major}))",
@@ -65,11 +79,10 @@ def chart(session: nox.Session) -> None:
         assert isinstance(found, str)
         helm = found.strip()
         session.run(helm, "version", "--short", external=True)
-        for values in ("default-values.yaml", "all-values.yaml"):
-            values_file = f"chart/secrets-operator/ci/{values}"
+        values = [f"chart/secrets-operator/ci/{name}" for name in ("default-values.yaml", "all-values.yaml")]
+        for values_file in (*values, *extra_values):
             session.run(helm, "lint", "chart/secrets-operator", "-f", values_file, external=True)
             session.run(helm, "lint", "chart/secrets-operator", "--strict", "-f", values_file, external=True)
-    session.run("pytest", "-m", "chart", *session.posargs)
 
 
 @nox.session
@@ -123,9 +136,11 @@ def lock(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """The product as it ships, on a real node (as root): the Dockerfile built and pushed to a
-    registry, the chart pushed there and installed from it; see tests/e2e and tools/node.py."""
+    registry, the chart pushed there and installed from it; then releases and deploys as the
+    pipeline does (signed multi-arch images, the chart repository, refusals, a rollback); see
+    tests/e2e, tools/node.py and tools/release."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tools.binaries", "controlplane", "helm", "node")
+    session.run("python", "-m", "tools.binaries", "controlplane", "helm", "node", "release")
     session.run("python", "-m", "tools.node", "prepare")
     session.run("pytest", "-m", "e2e", "-s", *session.posargs)
 
@@ -170,10 +185,11 @@ def release(session: nox.Session) -> None:
 @nox.session
 def deploy(session: nox.Session) -> None:
     """Verify and install a released version: `nox -s deploy -- <environment> [--version X.Y.Z]`
-    with deploy/values-<environment>.yaml; `nox -s deploy -- rollback <environment>` rolls back."""
+    with deploy/values-<environment>.yaml; `nox -s deploy -- rollback <environment>` rolls back;
+    `nox -s deploy -- repo-check` reads the chart repository's index with its credentials."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "tools.binaries", "helm", "release")
-    if session.posargs[:1] == ["rollback"]:
+    if session.posargs[:1] in (["rollback"], ["repo-check"]):
         session.run("python", "-m", "tools.release", *session.posargs)
     else:
         session.run("python", "-m", "tools.release", "deploy", *session.posargs)

@@ -8,6 +8,7 @@
     python -m tools.release release 0.3.0      # build, sign, publish (nox -s release -- 0.3.0)
     python -m tools.release deploy staging [--version 0.3.0]   # (nox -s deploy -- staging)
     python -m tools.release rollback staging   # helm rollback, when a deploy left it failed
+    python -m tools.release repo-check         # an authenticated GET of the chart repository's index
 
 Where a release goes and with which keys comes from the environment (tools/release/settings.py,
 docs/releasing.md). Errors are one line on stderr and exit 2; a refused release or deploy has
@@ -17,6 +18,7 @@ changed nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,9 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     back = commands.add_parser("rollback", help="helm rollback of an environment whose deploy failed")
     back.add_argument("environment")
     back.add_argument("--workdir", type=Path, default=versions.REPO / "dist" / "deploy")
+    commands.add_parser("repo-check", help="read the chart repository's index.yaml with its credentials")
     args = parser.parse_args(argv)
     try:
-        if args.command in {"release", "deploy", "rollback"}:
+        if args.command in {"release", "deploy", "rollback", "repo-check"}:
             return _publishing(args)
         if args.command == "version":
             print(versions.version())
@@ -106,6 +109,11 @@ def _publishing(args: argparse.Namespace) -> int:
                 f"{deployed.environment}: {deployed.version} deployed as revision {deployed.revision} "
                 f"({deployed.image}) in {deployed.seconds:.0f} s"
             )
+        elif args.command == "repo-check":
+            repo = settings.ChartRepo.from_env(os.environ)
+            released = publishing.chart_versions(publishing.repo_request(repo, "index.yaml"))
+            listed = ", ".join(released) or "none"
+            print(f"{repo.url}: index.yaml read as {repo.username!r}; released: {listed}")
         else:
             deploying.values_file(args.environment)
             print(deploying.rollback(settings.DeploySettings.from_env(), tools(), workdir=args.workdir))

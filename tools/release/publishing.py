@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -336,8 +337,9 @@ def publish_chart(
 
     repo = settings.chart_repo
     say(f"publishing the chart to {repo.url}")
-    index_dir = workdir / "index"
-    index_dir.mkdir(exist_ok=True)
+    index_dir = workdir / f"index-{version}"  # this version's files only: the rest comes from the merge
+    shutil.rmtree(index_dir, ignore_errors=True)
+    index_dir.mkdir()
     current = repo_request(repo, "index.yaml")
     merge = workdir / "index-before.yaml"
     merge.write_bytes(current or b"apiVersion: v1\nentries: {}\n")

@@ -182,6 +182,10 @@ def make_gpg_key(home: Path, name: str, *, passphrase: str = "") -> GpgKey:
         ["gpg", "--batch", "--export", name], capture_output=True, env={**os.environ, **env}, check=True
     )
     pubring.write_bytes(public.stdout)
+    # The agent gpg started for the key would outlive the test or the dry run.
+    subprocess.run(
+        ["gpgconf", "--kill", "gpg-agent"], env={**os.environ, **env}, check=False, capture_output=True
+    )
     passphrase_file = None
     if passphrase:
         passphrase_file = home / "passphrase"
