@@ -41,6 +41,7 @@ from tools.cluster import (
     stop_daemon,
     until_signalled,
 )
+from tools.images import apt_install
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".chartrepo"
@@ -56,16 +57,7 @@ def ensure_packages() -> None:
     missing = [package for command, package in PACKAGES.items() if shutil.which(command) is None]
     if not missing:
         return
-    print(f"[chartrepo] installing {' '.join(missing)} from Debian's packages", file=sys.stderr, flush=True)
-    for argv in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-    ):
-        done = subprocess.run(
-            argv, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        )
-        if done.returncode != 0:
-            raise ChartRepoError(f"{' '.join(argv)} failed: {(done.stdout + done.stderr)[-2000:]}")
+    apt_install(*missing)
 
 
 def htpasswd_line(user: str, password: str) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import fcntl
 import json
 import os
@@ -55,6 +54,7 @@ from tools.cluster import (
     stop_daemon,
     until_signalled,
 )
+from tools.images import HOST_CA_BUNDLE, ImageError, apt_install, base_tarball, ensure_emulation
 from tools.release import versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,18 +71,12 @@ PACKAGES = {
     "docker-registry": "docker-registry",
     "iptables": "iptables",
     "conntrack": "conntrack",
+    # The release pipeline (tools/release, tools/chartrepo): chart signing and the chart repository.
+    "gpg": "gnupg",
+    "nginx": "nginx-light",
+    "htpasswd": "apache2-utils",
 }
 CNI_PLUGINS = Path("/usr/lib/cni")
-#: The base image's Debian: the release the default base (python:3.13-slim-trixie) is made of,
-#: so the tests run the Python minor that users get.
-DEBIAN_SUITE = "trixie"
-DEBIAN_SOURCES = (
-    "deb http://deb.debian.org/debian trixie main",
-    "deb http://deb.debian.org/debian-security trixie-security main",
-)
-#: The host's CA bundle: on this machine TLS to the package registries is only trusted with it,
-#: so the base image built here carries it (the Dockerfile itself never does).
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 class NodeError(RuntimeError):
@@ -107,19 +101,7 @@ def ensure_packages() -> None:
         missing.append("containernetworking-plugins")
     if not missing:
         return
-    _say(f"installing {' '.join(missing)} from Debian's packages")
-    _run("apt-get", "update", "-qq", what="apt-get update")
-    _run(
-        "env",
-        "DEBIAN_FRONTEND=noninteractive",
-        "apt-get",
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        *missing,
-        what="apt-get install",
-    )
+    apt_install(*missing)
 
 
 # ---------------------------------------------------------------------------------- network
@@ -305,78 +287,6 @@ class Docker:
         self.run("push", tag, what=f"docker push of {tag}")
 
 
-#: What arm64 builds need on this amd64 machine: user-mode emulation registered with binfmt_misc
-#: (the F flag: the kernel keeps the interpreter open, so it works inside chroots and containers).
-EMULATION_PACKAGES = ("qemu-user-static", "binfmt-support", "arch-test")
-BINFMT = Path("/proc/sys/fs/binfmt_misc")
-
-
-def ensure_emulation() -> None:
-    """Make arm64 binaries run here (Debian's qemu-user-static), or fail saying what is missing."""
-    if (BINFMT / "qemu-aarch64").is_file() and "enabled" in (BINFMT / "qemu-aarch64").read_text():
-        return
-    missing = [package for package in EMULATION_PACKAGES if not Path(f"/usr/share/doc/{package}").is_dir()]
-    if missing:
-        _say(f"installing {' '.join(missing)} from Debian's packages")
-        _run("apt-get", "update", "-qq", what="apt-get update")
-        _run(
-            "env",
-            "DEBIAN_FRONTEND=noninteractive",
-            "apt-get",
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            *missing,
-            what="apt-get install",
-        )
-    if not (BINFMT / "register").exists():
-        _run("mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT), what="mounting binfmt_misc")
-    _run("update-binfmts", "--enable", "qemu-aarch64", what="update-binfmts --enable qemu-aarch64")
-    if not (BINFMT / "qemu-aarch64").is_file():
-        raise NodeError("qemu-aarch64 is not registered with binfmt_misc after update-binfmts --enable")
-
-
-def _base_tarball(arch: str) -> Path:
-    """The root filesystem of the base image, cached for the current ISO week (security updates
-    arrive within a week; arm64 takes minutes under emulation, so it is not made for every run)."""
-    from tools.binaries import CACHE
-
-    year, week, _ = datetime.date.today().isocalendar()
-    directory = CACHE / "base-images"
-    tarball = directory / f"{DEBIAN_SUITE}-{arch}-{year}w{week:02d}.tar"
-    if tarball.is_file():
-        return tarball
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(f"{DEBIAN_SUITE}-{arch}-*.tar"):
-        stale.unlink()
-    if arch != "amd64":
-        ensure_emulation()
-    hooks = [
-        f'cp {HOST_CA_BUNDLE} "$1/etc/ssl/certs/ca-certificates.crt"',
-        'chroot "$1" python3 -m venv /opt/python',
-        'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
-    ]
-    argv = [
-        "mmdebstrap",
-        "--variant=minbase",
-        f"--arch={arch}",
-        "--include=python3,python3-venv,ca-certificates",
-    ]
-    argv += [f"--customize-hook={hook}" for hook in hooks]
-    partial = tarball.with_suffix(".partial")
-    _run(
-        *argv,
-        DEBIAN_SUITE,
-        str(partial),
-        *DEBIAN_SOURCES,
-        what=f"mmdebstrap of the {arch} base image",
-        timeout=1800,
-    )
-    partial.rename(tarball)
-    return tarball
-
-
 def build_base_image(docker: Docker, tag: str, *, arch: str = "amd64") -> None:
     """A Python base image made from Debian's packages, standing in for python:*-slim.
 
@@ -393,7 +303,7 @@ def build_base_image(docker: Docker, tag: str, *, arch: str = "amd64") -> None:
     context = docker.workdir / f"base-{arch}"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
-    tarball = _base_tarball(arch)
+    tarball = base_tarball(arch)
     try:
         os.link(tarball, context / "base.tar")
     except OSError:
@@ -835,7 +745,7 @@ def _serve(state_dir: Path) -> int:
                 plane.check_alive()
                 node.check_alive()
                 time.sleep(0.5)
-    except (ControlPlaneError, NodeError) as exc:
+    except (ControlPlaneError, NodeError, ImageError) as exc:
         print(str(exc), file=sys.stderr, flush=True)
         return 1
     finally:
@@ -856,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a develope
     state_dir: Path = args.dir.resolve()
     if args.command == "prepare":
         ensure_packages()
+        ensure_emulation()
         node_binaries()
         return 0
     if args.command == "serve":
@@ -872,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a develope
             return 1
         try:
             built = build_operator_image(Docker(state_dir / "run" / "docker"), found["registry"])
-        except (NodeError, versions.VersionError) as exc:
+        except (NodeError, ImageError, versions.VersionError) as exc:
             print(str(exc), file=sys.stderr)
             return 1
         repository, tag = built.reference.rsplit(":", 1)
