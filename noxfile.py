@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
+import subprocess
 import sys
 
 import nox
@@ -15,7 +17,7 @@ import nox
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tools.binaries import DEFAULT_MINOR, KUBERNETES_ENV, MINORS
 
-nox.options.sessions = ["lint", "typecheck", "tests", "chart", "faults", "image", "e2e", "compat"]
+nox.options.sessions = ["lint", "typecheck", "tests", "unit", "chart", "faults", "image", "e2e", "compat"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -49,6 +51,38 @@ def tests(session: nox.Session) -> None:
     # Build in the foreground so a cold build shows its progress instead of a silent fixture.
     session.run("python", "-m", "tools.binaries", "controlplane")
     session.run("pytest", "-m", "not chart and not faults and not e2e", *session.posargs)
+
+
+def _other_minors() -> list[str]:
+    """Every Python minor that requires-python admits and this machine has, but the one nox runs
+    on (`tests` covers that one): on PATH, or installed by pyenv (whose shims expose only its
+    global version): a link named python3.X in .nox/interpreters, put on PATH, lets nox find it
+    without changing what `python3` is for anything else."""
+    links = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".nox", "interpreters")
+    found = []
+    for minor in ("3.11", "3.12", "3.13", "3.14"):
+        if minor == f"{sys.version_info.major}.{sys.version_info.minor}":
+            continue
+        pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{minor}.*/bin/python{minor}")))
+        for candidate in [shutil.which(f"python{minor}"), *reversed(pyenv)]:
+            if candidate and subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+                os.makedirs(links, exist_ok=True)
+                link = os.path.join(links, f"python{minor}")
+                if os.path.islink(link):
+                    os.unlink(link)
+                os.symlink(candidate, link)
+                found.append(minor)
+                break
+    if found:
+        os.environ["PATH"] = f"{links}{os.pathsep}{os.environ['PATH']}"
+    return found
+
+
+@nox.session(python=_other_minors() or False)
+def unit(session: nox.Session) -> None:
+    """The unit tests (tests/unit, tools/tests) on every other Python minor this machine has."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", "tools/tests", "-m", "not integration", *session.posargs)
 
 
 @nox.session

@@ -99,9 +99,13 @@ class Pipeline:
         return done.stdout.strip()
 
     def cut(self, version: str, *, broken_readiness: bool = False) -> None:
-        """Move the changelog's Unreleased entries under ``version``, commit and tag, as a maintainer does."""
+        """Note a change under Unreleased, move the entries under ``version``, commit and tag, as
+        a maintainer does."""
         changelog = self.clone / "CHANGELOG.md"
         text = changelog.read_text()
+        text = text.replace(
+            "## [Unreleased]\n\n", f"## [Unreleased]\n\n### Changed\n- What {version} changes.\n\n", 1
+        )
         changelog.write_text(
             text.replace("## [Unreleased]\n", f"## [Unreleased]\n\n## [{version}] - 2026-12-07\n", 1)
         )
