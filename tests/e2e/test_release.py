@@ -1,20 +1,26 @@
-"""Releasing and deploying as the pipeline does, on the real node: tags, signatures, refusals, rollback.
+"""The GitLab pipeline, executed by gitlab-ci-local on the real node: release, deploy, refuse, roll back.
 
-A clone of this repository is tagged the way a maintainer tags it; ``python -m tools.release``
-(what ``nox -s release`` and ``nox -s deploy`` run) publishes to the node's OCI registry and to a
-classic chart repository (nginx behind basic auth), with keys made for the run, and deploys the
-``staging`` environment (deploy/values-staging.yaml) onto the node. The tests run in order and
-share that world, as successive pipeline runs do.
+A clone of this repository (with an ``origin`` to push to) is tagged and edited the way a
+maintainer does it, and ``.gitlab-ci.yml`` runs as GitLab would run it for that push, with the
+shell executor and CI/CD variables (``.gitlab-ci-local-variables.yml``, environment-scoped where
+GitLab scopes them) pointing at the node's OCI registry, a classic chart repository (nginx behind
+basic auth) and keys made for the run. ``staging`` and ``production`` are two namespaces of the
+node. Between pipelines, ``python -m tools.release`` (what the jobs run) is also called directly
+to show every refusal. The tests run in order and share that world, as successive pipelines do.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +34,14 @@ from tools.binaries import CACHE, binaries, release_tools
 from tools.chartrepo import ChartRepository, Credentials
 from tools.chartrepo import running as chart_repository
 from tools.node import BASE_IMAGE, build_base_image
+from tools.pipelines import gitlab_ci_local
 from tools.release.signing import CosignKey, GpgKey, make_cosign_key, make_gpg_key
 
 pytestmark = pytest.mark.e2e
 
 ARM64_BASE = "secrets-operator-base:trixie-arm64"
 NAMESPACE = "so-staging"
+PRODUCTION = "so-production"
 GPG_NAME = "secrets-operator release (e2e) <release@secrets-operator.invalid>"
 
 
@@ -47,6 +55,7 @@ class Pipeline:
     cosign: CosignKey
     gpg: GpgKey
     workdir: Path
+    last_pipeline: str = ""
 
     def env(self, *, publisher: bool = True, **extra: str) -> dict[str, str]:
         credentials = self.repository.publisher if publisher else self.repository.reader
@@ -72,6 +81,44 @@ class Pipeline:
             "DEPLOY_RELEASE_NAME": "so-staging",
             **extra,
         }
+
+    def gitlab(self, *, tag: str = "", platforms: str = "linux/amd64") -> dict[str, str]:
+        """Run the pipeline GitLab would run for a push of the clone's HEAD (of ``tag``, if given):
+        each job's PASS or FAIL, as gitlab-ci-local sums them up."""
+        variables = {**self.ci_variables, "RELEASE_PLATFORMS": platforms, "DEPLOY_TIMEOUT": "120s"}
+        (self.clone / ".gitlab-ci-local-variables.yml").write_text(yaml.safe_dump(variables))
+        argv = [str(gitlab_ci_local())]
+        if tag:  # GitLab's tag pipelines have a tag and no branch
+            argv += ["--variable", f"CI_COMMIT_TAG={tag}", "--variable", "CI_COMMIT_BRANCH="]
+        started = time.monotonic()
+        done = subprocess.run(argv, cwd=self.clone, capture_output=True, text=True, timeout=3600,
+                              env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+        self.world.figures[f"pipeline {tag or 'push'} (s)"] = time.monotonic() - started
+        jobs = {
+            job: result for result, job in re.findall(r"^ (PASS|FAIL|WARN)  (\S+)", done.stdout, re.MULTILINE)
+        }
+        assert jobs, f"gitlab-ci-local ran no job:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+        self.last_pipeline = done.stdout
+        return jobs
+
+    @property
+    def ci_variables(self) -> dict[str, Any]:
+        """The project's CI/CD variables: what GitLab's settings would hold."""
+        env = self.env()
+        names = ("SECRETS_OPERATOR_CACHE_DIR", "DOCKER_HOST", "RELEASE_REGISTRY", "RELEASE_REGISTRY_INSECURE",
+                 "RELEASE_BASE_IMAGE_AMD64", "RELEASE_BASE_IMAGE_ARM64", "CHART_REPO_URL", "COSIGN_KEY",
+                 "COSIGN_PASSWORD", "COSIGN_PUBLIC_KEY", "HELM_SIGNING_KEY", "HELM_SIGNING_KEYRING",
+                 "HELM_VERIFY_KEYRING", "KUBECONFIG")  # fmt: skip
+        variables: dict[str, Any] = {name: env[name] for name in names}
+        variables |= {
+            "CHART_REPO_READER": self.repository.reader.user,
+            "CHART_REPO_READER_PASSWORD": self.repository.reader.password,
+            "CHART_REPO_PUBLISHER": self.repository.publisher.user,
+            "CHART_REPO_PUBLISHER_PASSWORD": self.repository.publisher.password,
+            "DEPLOY_NAMESPACE": {"values": {"staging": NAMESPACE, "production": PRODUCTION}},
+            "DEPLOY_RELEASE_NAME": {"values": {"staging": "so-staging", "production": "so-production"}},
+        }
+        return variables
 
     def tool(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
         """``python -m tools.release ARGS`` in the clone, as a pipeline job runs it."""
@@ -118,6 +165,7 @@ class Pipeline:
             )
         self.git("commit", "-qam", f"Release {version}")
         self.git("tag", "-a", f"v{version}", "-m", f"secrets-operator {version}")
+        self.git("push", "-q", "origin", "main", f"v{version}")
 
     def helm(self, *args: str) -> Any:
         command = [
@@ -143,81 +191,67 @@ def pipeline(shipped: Shipped, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tools = release_tools()
     cosign = make_cosign_key(workdir / "cosign", secrets.token_urlsafe(12), cosign=tools.cosign)
     gpg = make_gpg_key(workdir / "gnupg", GPG_NAME)
-    clone = workdir / "clone"
-    subprocess.run(["git", "clone", "-q", str(Path(__file__).resolve().parents[2]), str(clone)], check=True)
+    # An origin to push to, whose main is what gitlab-ci-local diffs a push against (rules: changes).
+    origin, clone = workdir / "origin.git", workdir / "clone"
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(["git", "clone", "-q", "--bare", "--branch", "main", str(repo), str(origin)], check=True)
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    subprocess.run(["git", "remote", "set-head", "origin", "main"], cwd=clone, check=True)
     reader = Credentials("reader", secrets.token_urlsafe(12))
     publisher = Credentials("publisher", secrets.token_urlsafe(12))
     with chart_repository(workdir / "charts", reader=reader, publisher=publisher) as repository:
         shipped.kubectl("create", "namespace", NAMESPACE)
+        shipped.kubectl("create", "namespace", PRODUCTION)
         yield Pipeline(shipped, clone, repository, cosign, gpg, workdir)
 
 
-def test_a_tagged_release_publishes_signed_multi_arch_images_sboms_and_charts(pipeline: Pipeline) -> None:
+def test_tag_v0_2_0_releases_signed_multi_arch_artifacts_then_deploys_staging_then_production(
+    pipeline: Pipeline,
+) -> None:
+    world = pipeline.world
+    for environment in ("staging", "production"):
+        world.kubectl("create", "namespace", f"app-{environment}")
+        world.kubectl("label", "namespace", f"app-{environment}", f"environment={environment}")
     pipeline.cut("0.2.0")
-    started = time.monotonic()
-    done = pipeline.tool("release", "0.2.0", "--json", str(pipeline.workdir / "0.2.0.json"))
-    pipeline.world.figures["release 0.2.0, amd64 + arm64 (s)"] = time.monotonic() - started
-    artifacts = {a["what"]: a for a in json.loads((pipeline.workdir / "0.2.0.json").read_text())}
-    print(done.stdout)
-    image = f"{pipeline.world.registry.host}/platform/secrets-operator"
-    assert artifacts["image index"]["where"] == f"{image}:0.2.0"
-    tools = release_tools()
+    jobs = pipeline.gitlab(tag="v0.2.0", platforms="linux/amd64,linux/arm64")
+    assert jobs == {"release": "PASS", "deploy-staging": "PASS", "deploy-production": "PASS"}, (
+        pipeline.last_pipeline
+    )
 
+    image = f"{world.registry.host}/platform/secrets-operator"
     index = json.loads(_crane("manifest", f"{image}:0.2.0"))
-    platforms = {(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]}
-    assert platforms == {("linux", "amd64"), ("linux", "arm64")}
-    arm64 = artifacts["image linux/arm64"]["where"]
-    said = pipeline.world.docker.run(
-        "run",
-        "--rm",
-        "--network=none",
-        "--platform=linux/arm64",
-        arm64,
-        "--version",
-        what="the arm64 image under emulation",
-    )
+    by_arch = {m["platform"]["architecture"]: f"{image}@{m['digest']}" for m in index["manifests"]}
+    assert sorted(by_arch) == ["amd64", "arm64"]
+    run = ("run", "--rm", "--network=none", "--platform=linux/arm64", by_arch["arm64"])
+    said = world.docker.run(*run, "--version", what="the arm64 image under emulation")
     assert said.split() == ["secrets-operator", "0.2.0"]
-    usage = pipeline.world.docker.run(
-        "run",
-        "--rm",
-        "--network=none",
-        "--platform=linux/arm64",
-        arm64,
-        "check",
-        "--help",
-        what="check --help on arm64",
+    assert world.docker.run(*run, "check", "--help", what="check --help").startswith(
+        "usage: secrets-operator check"
     )
-    assert usage.startswith("usage: secrets-operator check")
 
-    for reference in (f"{image}:0.2.0", artifacts["image linux/amd64"]["where"], arm64):
-        _cosign(tools.cosign, "verify", "--key", str(pipeline.cosign.public), reference)
-    for platform in ("amd64", "arm64"):
-        reference = artifacts[f"image linux/{platform}"]["where"]
-        verified = _cosign(
-            tools.cosign,
-            "verify-attestation",
-            "--type",
-            "spdxjson",
-            "--key",
-            str(pipeline.cosign.public),
-            reference,
-        )
-        assert "SPDX" in verified or "spdx" in verified
-    chart = artifacts["chart (OCI, cosign-signed)"]
-    _cosign(
-        tools.cosign,
-        "verify",
-        "--key",
-        str(pipeline.cosign.public),
-        chart["where"].removeprefix("oci://").replace(":0.2.0", "@" + chart["digest"]),
-    )
+    cosign, public = release_tools().cosign, str(pipeline.cosign.public)
+    for reference in (f"{image}:0.2.0", *by_arch.values()):
+        _cosign(cosign, "verify", "--key", public, reference)
+    for reference in by_arch.values():
+        verified = _cosign(cosign, "verify-attestation", "--type", "spdxjson", "--key", public, reference)
+        statement = json.loads(base64.b64decode(json.loads(verified.splitlines()[0])["payload"]))
+        assert statement["predicateType"] == "https://spdx.dev/Document"
+        assert statement["predicate"]["spdxVersion"].startswith("SPDX-")
+    chart = f"{world.registry.host}/platform/charts/secrets-operator"
+    _cosign(cosign, "verify", "--key", public, f"{chart}@{_crane('digest', f'{chart}:0.2.0')}")
 
     # As a user of the original: helm repo add with credentials, then every released version.
-    listed = _helm_search(pipeline)
-    assert [entry["version"] for entry in listed] == ["0.2.0"]
-    assert pipeline.repository_file("secrets-operator-0.2.0.tgz.prov").startswith(
-        b"-----BEGIN PGP SIGNED MESSAGE"
-    )
+    assert [entry["version"] for entry in _helm_search(pipeline)] == ["0.2.0"]
+    prov = pipeline.repository_file("secrets-operator-0.2.0.tgz.prov")
+    assert prov.startswith(b"-----BEGIN PGP SIGNED MESSAGE")
+
+    for environment, namespace in (("staging", NAMESPACE), ("production", PRODUCTION)):
+        assert _release(pipeline, f"so-{environment}", namespace) == ("deployed", "0.2.0")
+        deployment = world.json("-n", namespace, "get", "deployment", f"so-{environment}-secrets-operator")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == f"{image}@{_crane('digest', f'{image}:0.2.0')}"
+        copied = functools.partial(_copy, world, f"app-{environment}")
+        wait_until(copied, timeout=60, what=f"the copy in app-{environment}")
 
 
 def test_what_exists_a_wrong_password_a_dirty_tree_and_a_bad_tag_are_refused_changing_nothing(
@@ -241,29 +275,6 @@ def test_what_exists_a_wrong_password_a_dirty_tree_and_a_bad_tag_are_refused_cha
         == "error: tag 'v0.2' is not vX.Y.Z (three numbers without leading zeros, e.g. v0.2.0)\n"
     )
     assert (pipeline.repository_file("index.yaml"), _crane("digest", _image(pipeline, "0.2.0"))) == before
-
-
-def test_deploy_verifies_the_release_and_installs_staging(pipeline: Pipeline) -> None:
-    world = pipeline.world
-    world.kubectl("create", "namespace", "app-staging")
-    world.kubectl("label", "namespace", "app-staging", "environment=staging")
-    world.kubectl("create", "namespace", "app-production")
-    world.kubectl("label", "namespace", "app-production", "environment=production")
-    started = time.monotonic()
-    done = pipeline.tool("deploy", "staging")
-    world.figures["deploy 0.2.0 to staging (s)"] = time.monotonic() - started
-    assert done.stdout.startswith("staging: 0.2.0 deployed as revision 1 (")
-    status = pipeline.helm("status", "so-staging", "-n", NAMESPACE)
-    assert status["info"]["status"] == "deployed"
-    assert status["chart"]["metadata"]["version"] == "0.2.0"
-    deployment = world.json("-n", NAMESPACE, "get", "deployment", "so-staging-secrets-operator")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert (
-        container["image"]
-        == f"{world.registry.host}/platform/secrets-operator@{_crane('digest', _image(pipeline, '0.2.0'))}"
-    )
-    wait_until(lambda: _copy(world, "app-staging"), timeout=60, what="staging's copy in app-staging")
-    assert _copy(world, "app-production") is None
 
 
 def test_an_unknown_version_bad_values_and_tampered_artifacts_are_refused_before_anything_changes(
@@ -307,49 +318,63 @@ def test_an_unknown_version_bad_values_and_tampered_artifacts_are_refused_before
     assert len(pipeline.helm("history", "so-staging", "-n", NAMESPACE)) == revisions
 
 
-def test_an_upgrade_rolls_with_a_handover_and_no_namespace_misses_its_copy(pipeline: Pipeline) -> None:
+def test_tag_v0_3_0_rolls_staging_with_a_handover_and_no_namespace_misses_its_copy(
+    pipeline: Pipeline,
+) -> None:
     world = pipeline.world
     pipeline.cut("0.3.0")
-    pipeline.tool("release", "0.3.0", RELEASE_PLATFORMS="linux/amd64")
     holder = _holder(world)
-    deploying = subprocess.Popen(
-        [sys.executable, "-m", "tools.release", "deploy", "staging", "--version", "0.3.0"],
-        cwd=pipeline.clone,
-        env=pipeline.env(publisher=False),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    jobs: dict[str, str] = {}
+    running = threading.Thread(target=lambda: jobs.update(pipeline.gitlab(tag="v0.3.0")))
+    running.start()
     created: list[str] = []
-    while deploying.poll() is None and len(created) < 40:
-        name = f"roll-{len(created)}"
+    while running.is_alive():
+        # New namespaces all through the pipeline, so some land while staging rolls.
+        name = f"staging-roll-{len(created)}"
         world.kubectl("create", "namespace", name)
         world.kubectl("label", "namespace", name, "environment=staging")
         created.append(name)
-        time.sleep(0.5)
-    out, err = deploying.communicate(timeout=600)
-    assert deploying.returncode == 0, err
-    assert out.startswith("staging: 0.3.0 deployed as revision")
+        running.join(timeout=2)
+    assert jobs == {"release": "PASS", "deploy-staging": "PASS", "deploy-production": "PASS"}, (
+        pipeline.last_pipeline
+    )
+    assert _release(pipeline, "so-staging", NAMESPACE) == ("deployed", "0.3.0")
     assert _holder(world) != holder
     for name in created:
-        wait_until(lambda name=name: _copy(world, name), timeout=60, what=f"the copy in {name}")  # type: ignore[misc]
+        wait_until(functools.partial(_copy, world, name), timeout=60, what=f"the copy in {name}")
 
 
-def test_a_release_whose_pods_never_become_ready_is_rolled_back(pipeline: Pipeline) -> None:
+def test_an_edit_of_values_staging_on_main_redeploys_staging_only(pipeline: Pipeline) -> None:
+    staging = len(pipeline.helm("history", "so-staging", "-n", NAMESPACE))
+    production = pipeline.helm("history", "so-production", "-n", PRODUCTION)
+    values = pipeline.clone / "deploy" / "values-staging.yaml"
+    values.write_text(values.read_text().replace("logLevel: DEBUG", "logLevel: INFO"))
+    pipeline.git("commit", "-qam", "Staging logs at INFO")
+    jobs = pipeline.gitlab()  # a push to main, not yet on origin: its changes are that file
+    pipeline.git("push", "-q", "origin", "main")
+    checks = {"lint", "typecheck", "tests", "chart-lint", "chart-repository"}
+    assert jobs == {job: "PASS" for job in (*checks, "deploy-staging")}, pipeline.last_pipeline
+    history = pipeline.helm("history", "so-staging", "-n", NAMESPACE)
+    assert len(history) == staging + 1
+    assert history[-1]["chart"] == "secrets-operator-0.3.0"
+    deployment = pipeline.world.json("-n", NAMESPACE, "get", "deployment", "so-staging-secrets-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "SECRETS_OPERATOR_LOG_LEVEL", "value": "INFO"} in container["env"]
+    assert pipeline.helm("history", "so-production", "-n", PRODUCTION) == production
+
+
+def test_tag_v0_4_0_whose_pods_never_become_ready_is_rolled_back_and_stops_before_production(
+    pipeline: Pipeline,
+) -> None:
     pipeline.cut("0.4.0", broken_readiness=True)
-    pipeline.tool("release", "0.4.0", RELEASE_PLATFORMS="linux/amd64")
-    started = time.monotonic()
-    failed = pipeline.tool("deploy", "staging", "--version", "0.4.0", "--timeout", "60s", check=False)
-    pipeline.world.figures["failed deploy to rollback (s)"] = time.monotonic() - started
-    assert failed.returncode == 2
-    assert "staging: the upgrade to 0.4.0 failed and was rolled back" in failed.stderr
-    status = pipeline.helm("status", "so-staging", "-n", NAMESPACE)
-    assert status["info"]["status"] == "deployed"
-    assert status["chart"]["metadata"]["version"] == "0.3.0"
-    ready = wait_until(
-        lambda: _ready_on(pipeline.world, "0.3.0"), timeout=120, what="0.3.0's Pods Ready again"
+    jobs = pipeline.gitlab(tag="v0.4.0")
+    assert jobs == {"release": "PASS", "deploy-staging": "FAIL", "rollback-staging": "PASS"}, (
+        pipeline.last_pipeline
     )
-    assert ready
+    assert "staging: the upgrade to 0.4.0 failed and was rolled back" in pipeline.last_pipeline
+    for name, namespace in (("so-staging", NAMESPACE), ("so-production", PRODUCTION)):
+        assert _release(pipeline, name, namespace) == ("deployed", "0.3.0")
+    assert wait_until(lambda: _ready_on(pipeline.world, "0.3.0"), timeout=120, what="0.3.0's Pods Ready")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -410,6 +435,12 @@ def _helm_search(pipeline: Pipeline) -> list[dict[str, Any]]:
     )
     result: list[dict[str, Any]] = json.loads(found.stdout)
     return result
+
+
+def _release(pipeline: Pipeline, name: str, namespace: str) -> tuple[str, str]:
+    """The Helm release's status and chart version, as `helm list` shows them."""
+    (found,) = [entry for entry in pipeline.helm("list", "-n", namespace) if entry["name"] == name]
+    return str(found["status"]), str(found["chart"]).removeprefix("secrets-operator-")
 
 
 def _copy(world: Shipped, namespace: str) -> dict[str, Any] | None:
