@@ -37,7 +37,7 @@ from tools.node import BASE_IMAGE, build_base_image
 from tools.pipelines import gitlab_ci_local
 from tools.release.signing import CosignKey, GpgKey, make_cosign_key, make_gpg_key
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.pipeline
 
 ARM64_BASE = "secrets-operator-base:trixie-arm64"
 NAMESPACE = "so-staging"
@@ -110,6 +110,11 @@ class Pipeline:
                  "COSIGN_PASSWORD", "COSIGN_PUBLIC_KEY", "HELM_SIGNING_KEY", "HELM_SIGNING_KEYRING",
                  "HELM_VERIFY_KEYRING", "KUBECONFIG")  # fmt: skip
         variables: dict[str, Any] = {name: env[name] for name in names}
+        # A directory, not a file variable (gitlab-ci-local takes a plain path value for a file).
+        variables["SECRETS_OPERATOR_CACHE_DIR"] = {
+            "type": "variable",
+            "values": {"*": env["SECRETS_OPERATOR_CACHE_DIR"]},
+        }
         variables |= {
             "CHART_REPO_READER": self.repository.reader.user,
             "CHART_REPO_READER_PASSWORD": self.repository.reader.password,

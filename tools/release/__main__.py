@@ -22,8 +22,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tools.release import changelog, deploying, publishing, settings, versions
+from tools.release import changelog, versions
+
+if TYPE_CHECKING:
+    from tools.release.publishing import Tools
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,8 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def tools() -> publishing.Tools:
+def tools() -> Tools:
     from tools.binaries import binaries, release_tools
+    from tools.release import publishing
 
     found = release_tools()
     docker = "/usr/bin/docker" if Path("/usr/bin/docker").is_file() else "docker"
@@ -83,6 +88,11 @@ def tools() -> publishing.Tools:
 
 
 def _publishing(args: argparse.Namespace) -> int:
+    # Imported here: `version`, `notes` and `check-tag` need nothing beyond the standard library
+    # and setuptools-scm (the `image` session runs them with no PyYAML installed).
+    from tools.binaries import BuildError
+    from tools.release import deploying, publishing, settings
+
     def say(message: str) -> None:
         print(f"[{args.command}] {message}", file=sys.stderr, flush=True)
 
@@ -122,6 +132,9 @@ def _publishing(args: argparse.Namespace) -> int:
         deploying.DeployError,
         settings.SettingsError,
         versions.VersionError,
+        BuildError,
+        LookupError,
+        OSError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -212,10 +212,13 @@ def deploy(
 
 
 def current_version(helm: Helm, settings: DeploySettings) -> str | None:
-    """The chart version the environment runs now, if it runs one."""
+    """The chart version the environment runs now; None when it has no release yet. A release in
+    any other state than deployed (a failed upgrade that was not rolled back) is refused: a
+    values change must not quietly deploy the newest release, nor the failed one again."""
     listed = json.loads(
         helm(
             "list",
+            "--all",
             "--namespace",
             settings.namespace,
             "--filter",
@@ -228,8 +231,14 @@ def current_version(helm: Helm, settings: DeploySettings) -> str | None:
     )
     for entry in listed:
         chart = str(entry.get("chart", ""))
-        if chart.startswith("secrets-operator-") and entry.get("status") == "deployed":
-            return chart.removeprefix("secrets-operator-")
+        if not chart.startswith("secrets-operator-"):
+            continue
+        if entry.get("status") != "deployed":
+            raise DeployError(
+                f"{settings.release_name} is {entry.get('status')} at {chart}: "
+                "give --version, or roll back first"
+            )
+        return chart.removeprefix("secrets-operator-")
     return None
 
 

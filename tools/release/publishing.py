@@ -32,7 +32,7 @@ import yaml
 from tools.release import changelog, versions
 from tools.release.charts import CHART
 from tools.release.settings import ChartRepo, Registry, ReleaseSettings
-from tools.release.signing import SignatureError, attest_sbom, run, sign_oci
+from tools.release.signing import SignatureError, attest_sbom, check_cosign_key, run, sign_oci
 
 
 class ReleaseError(RuntimeError):
@@ -89,7 +89,7 @@ def oci_digest(tools: Tools, registry: Registry, reference: str) -> str | None:
     done = crane(tools, registry, "digest", reference)
     if done.returncode == 0:
         return done.stdout.strip()
-    if "MANIFEST_UNKNOWN" in done.stderr or "NAME_UNKNOWN" in done.stderr or "404" in done.stderr:
+    if "MANIFEST_UNKNOWN" in done.stderr or "NAME_UNKNOWN" in done.stderr:
         return None
     reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output"
     raise ReleaseError(f"cannot read {reference} from the registry: {reason}")
@@ -126,6 +126,16 @@ def repo_request(
         raise ReleaseError(f"the chart repository {repo.url} cannot be reached: {exc}") from None
 
 
+def check_publisher(repo: ChartRepo) -> None:
+    """Refuse credentials that may read but not upload, before anything is pushed: an OPTIONS
+    request needs the same authorisation as an upload and changes nothing."""
+    try:
+        repo_request(repo, "", method="OPTIONS")
+    except ReleaseError as exc:
+        if "(401)" in str(exc) or "(403)" in str(exc):
+            raise ReleaseError(f"{exc}; a release needs the publisher's credentials") from None
+
+
 def chart_versions(index: bytes | None) -> list[str]:
     """Every version of the chart that a repository's ``index.yaml`` lists, newest first as listed."""
     if not index:
@@ -147,8 +157,9 @@ def existing(version: str, settings: ReleaseSettings, tools: Tools) -> list[str]
     """Where ``version`` already exists (also proves every credential before anything is pushed)."""
     found = []
     image = f"{settings.registry.image}:{version}"
-    if oci_digest(tools, settings.registry, image) is not None:
-        found.append(image)
+    for candidate in (image, *(f"{image}-{platform.split('/')[1]}" for platform in settings.platforms)):
+        if oci_digest(tools, settings.registry, candidate) is not None:
+            found.append(candidate)
     chart = f"{settings.registry.charts.removeprefix('oci://')}/secrets-operator:{version}"
     if oci_digest(tools, settings.registry, chart) is not None:
         found.append(f"oci://{chart}")
@@ -180,10 +191,12 @@ def release(
     registry = settings.registry
     artifacts: list[Artifact] = []
 
-    per_platform: dict[str, str] = {}
-    for platform in settings.platforms:
-        arch = platform.split("/")[1]
-        reference = f"{registry.image}:{version}-{arch}"
+    # Everything that can fail without the registry first: every build, the chart's GPG
+    # signature, the cosign key and its password, the publisher's right to upload.
+    references = {
+        platform: f"{registry.image}:{version}-{platform.split('/')[1]}" for platform in settings.platforms
+    }
+    for platform, reference in references.items():
         say(f"building {reference} ({platform})")
         args = {**build.build_args()}
         if platform in settings.base_images:
@@ -192,6 +205,18 @@ def release(
         for key, value in args.items():
             argv += ["--build-arg", f"{key}={value}"]
         _docker([*argv, str(root)], what=f"docker build for {platform}")
+    try:
+        archive, provenance = package_signed(version, settings, tools, workdir)
+        check_cosign_key(settings.cosign, cosign=tools.cosign, workdir=workdir)
+    except SignatureError as exc:
+        raise ReleaseError(str(exc)) from None
+    check_publisher(settings.chart_repo)
+    already = existing(version, settings, tools)  # again: the builds took minutes
+    if already:
+        raise ReleaseError(f"{version} was released meanwhile ({', '.join(already)}); nothing was changed")
+
+    per_platform: dict[str, str] = {}
+    for platform, reference in references.items():
         _docker([*tools.docker, "push", reference], what=f"docker push {reference}")
         digest = oci_digest(tools, registry, reference)
         if digest is None:
@@ -208,7 +233,8 @@ def release(
     if done.returncode != 0:
         raise ReleaseError(f"crane index append failed: {done.stderr.strip()[-500:]}")
     index_digest = oci_digest(tools, registry, index)
-    assert index_digest is not None
+    if index_digest is None:
+        raise ReleaseError(f"{index} is not in the registry after crane index append")
     artifacts.insert(0, Artifact("image index", index, index_digest))
 
     try:
@@ -252,7 +278,6 @@ def release(
             recursive=True,
         )
 
-        archive, provenance = package_signed(version, settings, tools, workdir)
         artifacts += publish_chart(version, archive, provenance, settings, tools, workdir, say=say)
     except SignatureError as exc:
         raise ReleaseError(str(exc)) from None

@@ -45,7 +45,7 @@ class CosignKey:
 
     private: Path | None
     public: Path
-    password: str = ""
+    password: str = dataclasses.field(default="", repr=False)
 
 
 def make_cosign_key(directory: Path, password: str, *, cosign: Path) -> CosignKey:
@@ -64,6 +64,46 @@ def _offline_signing_config(cosign: Path, directory: Path) -> Path:
     if not path.is_file():
         run([cosign, "signing-config", "create", "--out", path], what="cosign signing-config create")
     return path
+
+
+def check_cosign_key(key: CosignKey, *, cosign: Path, workdir: Path) -> None:
+    """Sign and verify a local blob: a wrong password or a key of another pair fails here, not
+    after the images were pushed."""
+    if key.private is None:
+        raise SignatureError("no cosign private key to sign with")
+    blob = workdir / "cosign-check.txt"
+    blob.write_text("secrets-operator release key check\n")
+    bundle = workdir / "cosign-check.bundle"
+    run(
+        [
+            cosign,
+            "sign-blob",
+            "--yes",
+            "--key",
+            key.private,
+            "--signing-config",
+            _offline_signing_config(cosign, workdir),
+            "--bundle",
+            bundle,
+            blob,
+        ],
+        what="the cosign key does not sign (wrong COSIGN_PASSWORD?)",
+        env={"COSIGN_PASSWORD": key.password},
+    )
+    if key.public.is_file():
+        run(
+            [
+                cosign,
+                "verify-blob",
+                "--key",
+                key.public,
+                "--bundle",
+                bundle,
+                "--insecure-ignore-tlog=true",
+                blob,
+            ],
+            what="the cosign key does not match COSIGN_PUBLIC_KEY",
+        )
 
 
 def sign_oci(
