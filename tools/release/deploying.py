@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,10 +72,12 @@ class Helm:
         }
         self.kube = ["--kubeconfig", kubeconfig] if kubeconfig else []
 
-    def __call__(self, *args: str | Path, what: str, stdin: str = "", cluster: bool = False) -> str:
+    def __call__(
+        self, *args: str | Path, what: str, stdin: str = "", cluster: bool = False, timeout: float = 600
+    ) -> str:
         argv = [self.helm, *args, *(self.kube if cluster else [])]
         try:
-            return run(argv, what=what, env=self.env, stdin=stdin)
+            return run(argv, what=what, env=self.env, stdin=stdin, timeout=timeout)
         except SignatureError as exc:
             raise DeployError(str(exc)) from None
 
@@ -90,9 +93,25 @@ def deploy(
     timeout: str = "180s",
     say: Callable[[str], None] = print,
 ) -> Deployed:
-    started = time.monotonic()
     values = values_file(environment, deploy_dir)
     workdir.mkdir(parents=True, exist_ok=True)
+    # Helm's repository configuration holds the reader's password: it lives only as long as this.
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="deploy-") as scratch:
+        return _deploy(environment, values, settings, tools, Path(scratch), version, timeout, say)
+
+
+def _deploy(
+    environment: str,
+    values: Path,
+    settings: DeploySettings,
+    tools: Tools,
+    workdir: Path,
+    version: str | None,
+    timeout: str,
+    say: Callable[[str], None],
+) -> Deployed:
+    started = time.monotonic()
+    wait = seconds(timeout)  # a malformed --timeout is refused before anything is read or changed
     helm = Helm(tools.helm, workdir, os.environ.get("KUBECONFIG"))
     repo = settings.chart_repo
     helm(
@@ -189,6 +208,7 @@ def deploy(
         timeout,
         what=f"{environment}: the upgrade to {version} failed and was rolled back",
         cluster=True,
+        timeout=wait + 300,  # helm rolls back after its own timeout; never cut that short
     )
     status = json.loads(
         helm(
@@ -209,6 +229,22 @@ def deploy(
         int(status["version"]),
         time.monotonic() - started,
     )
+
+
+def seconds(duration: str) -> float:
+    """A Helm duration (``180s``, ``5m``, ``1h30m``) in seconds; refused when it is none."""
+    total, number = 0.0, ""
+    for char in duration.strip():
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in "hms" and number:
+            total += float(number) * {"h": 3600, "m": 60, "s": 1}[char]
+            number = ""
+        else:
+            raise DeployError(f"--timeout {duration!r} is not a duration such as 180s or 5m")
+    if number or total <= 0:
+        raise DeployError(f"--timeout {duration!r} is not a duration such as 180s or 5m")
+    return total
 
 
 def current_version(helm: Helm, settings: DeploySettings) -> str | None:

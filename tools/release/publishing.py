@@ -58,7 +58,10 @@ class Artifact:
 
 
 def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ReleaseError(f"git {' '.join(args)} failed in {root}: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
 def check_tree(version: str, root: Path) -> str:
@@ -67,7 +70,8 @@ def check_tree(version: str, root: Path) -> str:
         raise ReleaseError(f"{version!r} is not a release number X.Y.Z")
     dirty = _git(root, "status", "--porcelain")
     if dirty:
-        raise ReleaseError(f"the tree has uncommitted changes; commit or stash them first:\n{dirty}")
+        changed = ", ".join(line[3:] for line in dirty.splitlines()[:5])
+        raise ReleaseError(f"the tree has uncommitted changes ({changed}); commit or stash them first")
     found = versions.version(root)
     if found != version:
         raise ReleaseError(f"HEAD is {found}, not v{version}: tag the commit (git tag -a v{version}) first")

@@ -91,6 +91,9 @@ class ChartRepo:
         url = _required(env, "CHART_REPO_URL", "the chart repository's URL")
         if not url.startswith(("http://", "https://")):
             raise SettingsError(f"CHART_REPO_URL={url!r} is not an http(s) URL")
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            # It would be printed, and written into index.yaml by `helm repo index --url`.
+            raise SettingsError("CHART_REPO_URL must not hold credentials: use CHART_REPO_USERNAME/PASSWORD")
         return cls(
             url=url.rstrip("/"),
             username=_required(env, "CHART_REPO_USERNAME", "the chart repository's user"),

@@ -22,16 +22,28 @@ class SignatureError(RuntimeError):
     """Signing failed, or a signature is missing, wrong or for other content."""
 
 
-def run(argv: Sequence[str | Path], *, what: str, env: dict[str, str] | None = None, stdin: str = "") -> str:
+def run(
+    argv: Sequence[str | Path],
+    *,
+    what: str,
+    env: dict[str, str] | None = None,
+    stdin: str = "",
+    timeout: float = 1800,
+) -> str:
     """Run a tool; its stdout, or a one-paragraph error naming ``what`` failed and why."""
-    done = subprocess.run(
-        [str(arg) for arg in argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=900,
-    )
+    try:
+        done = subprocess.run(
+            [str(arg) for arg in argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise SignatureError(f"{what}: still running after {timeout:.0f} s, stopped") from None
+    except OSError as exc:
+        raise SignatureError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
     if done.returncode != 0:
         output = (done.stderr.strip() or done.stdout.strip()).splitlines()
         reason = next((line for line in reversed(output) if line.strip()), "no output")

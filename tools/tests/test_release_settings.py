@@ -37,7 +37,8 @@ def test_a_complete_environment_gives_the_release_its_targets(release_env: dict[
     assert found.chart_repo.url == "http://127.0.0.1:8080"
     assert found.platforms == ("linux/amd64", "linux/arm64")
     assert found.base_images == {"linux/arm64": "base:arm64"}
-    assert "s3cret" not in repr(found.chart_repo)
+    assert "s3cret" not in repr(found)
+    assert "'pw'" not in repr(found)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,7 @@ def test_a_complete_environment_gives_the_release_its_targets(release_env: dict[
         ({"RELEASE_REGISTRY": "https://r.example"}, "without a scheme"),
         ({"RELEASE_REGISTRY_INSECURE": "maybe"}, "neither true nor false"),
         ({"CHART_REPO_URL": "ftp://x"}, "not an http"),
+        ({"CHART_REPO_URL": "https://u:p@charts.example/x"}, "must not hold credentials"),
         ({"CHART_REPO_PASSWORD": ""}, "CHART_REPO_PASSWORD is not set"),
         ({"COSIGN_KEY": "/nonexistent/cosign.key"}, "COSIGN_KEY=/nonexistent/cosign.key is not a file"),
         ({"HELM_SIGNING_KEY": ""}, "HELM_SIGNING_KEY is not set"),
@@ -97,3 +99,16 @@ entries:
 def test_an_index_that_is_not_a_helm_index_is_refused(index: bytes) -> None:
     with pytest.raises(publishing.ReleaseError, match=r"index\.yaml is not"):
         publishing.chart_versions(index)
+
+
+@pytest.mark.parametrize(
+    ("duration", "expected"), [("180s", 180), ("5m", 300), ("1h30m", 5400), ("2m30s", 150)]
+)
+def test_helm_durations_become_seconds(duration: str, expected: float) -> None:
+    assert deploying.seconds(duration) == expected
+
+
+@pytest.mark.parametrize("duration", ["", "soon", "10", "5x", "-3s", "0s"])
+def test_a_timeout_that_is_not_a_duration_is_refused(duration: str) -> None:
+    with pytest.raises(deploying.DeployError, match="is not a duration"):
+        deploying.seconds(duration)
