@@ -118,50 +118,34 @@ def check_cosign_key(key: CosignKey, *, cosign: Path, workdir: Path) -> None:
         )
 
 
+def _cosign_writes(
+    verb: list[str | Path], reference: str, key: CosignKey, *, cosign: Path, workdir: Path, insecure: bool
+) -> None:
+    """``cosign <verb...> REFERENCE`` with the key and no transparency log: a signature or an
+    attestation stored in the registry beside ``reference``."""
+    if key.private is None:
+        raise SignatureError("no cosign private key to sign with")
+    argv: list[str | Path] = [cosign, *verb, "--yes", "--key", key.private]
+    argv += ["--signing-config", _offline_signing_config(cosign, workdir)]
+    if insecure:
+        argv.append("--allow-http-registry")
+    run([*argv, reference], what=f"cosign {verb[0]} {reference}", env={"COSIGN_PASSWORD": key.password})
+
+
 def sign_oci(
     reference: str, key: CosignKey, *, cosign: Path, workdir: Path, insecure: bool, recursive: bool = False
 ) -> None:
-    """Sign ``reference`` (by digest) in its registry: the signature is stored beside it."""
-    if key.private is None:
-        raise SignatureError("no cosign private key to sign with")
-    argv: list[str | Path] = [
-        cosign,
-        "sign",
-        "--yes",
-        "--key",
-        key.private,
-        "--signing-config",
-        _offline_signing_config(cosign, workdir),
-    ]
-    if insecure:
-        argv.append("--allow-http-registry")
-    if recursive:
-        argv.append("--recursive")
-    run([*argv, reference], what=f"cosign sign {reference}", env={"COSIGN_PASSWORD": key.password})
+    """Sign ``reference`` (by digest) in its registry; ``recursive``: every image of an index too."""
+    verb: list[str | Path] = ["sign", "--recursive"] if recursive else ["sign"]
+    _cosign_writes(verb, reference, key, cosign=cosign, workdir=workdir, insecure=insecure)
 
 
 def attest_sbom(
     reference: str, sbom: Path, key: CosignKey, *, cosign: Path, workdir: Path, insecure: bool
 ) -> None:
     """Attach ``sbom`` (SPDX JSON) to ``reference`` as a signed in-toto attestation."""
-    if key.private is None:
-        raise SignatureError("no cosign private key to attest with")
-    argv: list[str | Path] = [
-        cosign,
-        "attest",
-        "--yes",
-        "--key",
-        key.private,
-        "--type",
-        "spdxjson",
-        "--predicate",
-        sbom,
-        "--signing-config",
-        _offline_signing_config(cosign, workdir),
-    ]
-    if insecure:
-        argv.append("--allow-http-registry")
-    run([*argv, reference], what=f"cosign attest {reference}", env={"COSIGN_PASSWORD": key.password})
+    verb: list[str | Path] = ["attest", "--type", "spdxjson", "--predicate", sbom]
+    _cosign_writes(verb, reference, key, cosign=cosign, workdir=workdir, insecure=insecure)
 
 
 def verify_oci(reference: str, public: Path, *, cosign: Path, insecure: bool, attestation: str = "") -> None:
@@ -195,49 +179,17 @@ class GpgKey:
 def make_gpg_key(home: Path, name: str, *, passphrase: str = "") -> GpgKey:
     """A fresh RSA signing key in its own GNUPGHOME, exported the way ``helm package --sign`` reads it."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    env = {"GNUPGHOME": str(home)}
-    run(
-        [
-            "gpg",
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            passphrase,
-            "--quick-gen-key",
-            name,
-            "rsa3072",
-            "sign",
-            "never",
-        ],
-        what="gpg --quick-gen-key",
-        env=env,
-    )
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase]
+    run([*gpg, "--quick-gen-key", name, "rsa3072", "sign", "never"], what="gpg --quick-gen-key", env=env)
     secring, pubring = home / "secring.gpg", home / "pubring.gpg"
-    secret = subprocess.run(
-        [
-            "gpg",
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            passphrase,
-            "--export-secret-keys",
-            name,
-        ],
-        capture_output=True,
-        env={**os.environ, **env},
-        check=True,
-    ).stdout
-    secring.write_bytes(secret)
-    public = subprocess.run(
-        ["gpg", "--batch", "--export", name], capture_output=True, env={**os.environ, **env}, check=True
-    )
-    pubring.write_bytes(public.stdout)
+    for path, export in ((secring, "--export-secret-keys"), (pubring, "--export")):
+        path.write_bytes(
+            subprocess.run([*gpg, export, name], capture_output=True, env=env, check=True).stdout
+        )
+    secring.chmod(0o600)
     # The agent gpg started for the key would outlive the test or the dry run.
-    subprocess.run(
-        ["gpgconf", "--kill", "gpg-agent"], env={**os.environ, **env}, check=False, capture_output=True
-    )
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False, capture_output=True)
     passphrase_file = None
     if passphrase:
         passphrase_file = home / "passphrase"
