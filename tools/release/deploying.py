@@ -251,31 +251,33 @@ def current_version(helm: Helm, settings: DeploySettings) -> str | None:
     """The chart version the environment runs now; None when it has no release yet. A release in
     any other state than deployed (a failed upgrade that was not rolled back) is refused: a
     values change must not quietly deploy the newest release, nor the failed one again."""
-    listed = json.loads(
-        helm(
-            "list",
-            "--all",
-            "--namespace",
-            settings.namespace,
-            "--filter",
-            f"^{settings.release_name}$",
-            "-o",
-            "json",
-            what="helm list",
-            cluster=True,
-        )
-    )
-    for entry in listed:
-        chart = str(entry.get("chart", ""))
-        if not chart.startswith("secrets-operator-"):
-            continue
-        if entry.get("status") != "deployed":
-            raise DeployError(
-                f"{settings.release_name} is {entry.get('status')} at {chart}: "
-                "give --version, or roll back first"
+    try:
+        history = json.loads(
+            helm(
+                "history",
+                settings.release_name,
+                "--namespace",
+                settings.namespace,
+                "--max",
+                "1",
+                "-o",
+                "json",
+                what="helm history",
+                cluster=True,
             )
-        return chart.removeprefix("secrets-operator-")
-    return None
+        )
+    except DeployError as exc:
+        if "not found" in str(exc):
+            return None
+        raise
+    (latest,) = history
+    chart = str(latest.get("chart", ""))
+    if latest.get("status") != "deployed":
+        raise DeployError(
+            f"{settings.release_name} is {latest.get('status')} at {chart}: "
+            "give --version, or roll back first"
+        )
+    return chart.removeprefix("secrets-operator-")
 
 
 def rollback(settings: DeploySettings, tools: Tools, *, workdir: Path) -> str:
