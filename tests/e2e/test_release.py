@@ -206,6 +206,13 @@ def pipeline(shipped: Shipped, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with chart_repository(workdir / "charts", reader=reader, publisher=publisher) as repository:
         shipped.kubectl("create", "namespace", NAMESPACE)
         shipped.kubectl("create", "namespace", PRODUCTION)
+        # The blueprint both environments copy (deploy/values-*.yaml), unless an earlier module made it.
+        if not shipped.kubectl("get", "namespace", "auth", "--ignore-not-found"):
+            shipped.kubectl("create", "namespace", "auth")
+        if not shipped.kubectl("-n", "auth", "get", "secret", "htpasswd", "--ignore-not-found"):
+            shipped.kubectl(
+                "-n", "auth", "create", "secret", "generic", "htpasswd", "--from-literal=auth=pipeline:x"
+            )
         yield Pipeline(shipped, clone, repository, cosign, gpg, workdir)
 
 
