@@ -8,10 +8,19 @@
 # tests build a stand-in from Debian trixie's own python3, the same minor).
 ARG PYTHON_IMAGE=python:3.13-slim-trixie@sha256:9d2e5553305c7c7b0097999bb17187c69b921ccd6bc9d40e4bb5ebe652c00285
 
-FROM ${PYTHON_IMAGE} AS build
+# The build stage runs on the machine's own platform, so an arm64 image is built without emulating
+# pip: the target's wheels are chosen by platform tag and only unpacked. BuildKit sets
+# BUILDPLATFORM, TARGETPLATFORM and TARGETARCH; the classic builder is given them (`build-args`
+# below prints this machine's) and no --platform flag. BUILD_PYTHON_IMAGE: the same Python for
+# the build stage, where PYTHON_IMAGE is one platform's image rather than an index.
+ARG BUILD_PYTHON_IMAGE=${PYTHON_IMAGE}
+ARG BUILDPLATFORM
+ARG TARGETPLATFORM
+FROM --platform=${BUILDPLATFORM} ${BUILD_PYTHON_IMAGE} AS build
 # The build has no .git: the version is given, never guessed.
 ARG VERSION
 ARG SOURCE_DATE_EPOCH
+ARG TARGETARCH
 RUN test -n "${VERSION}" && test -n "${SOURCE_DATE_EPOCH}" \
     || { echo "VERSION and SOURCE_DATE_EPOCH are required: see python -m tools.release build-args" >&2; exit 1; }
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -19,20 +28,30 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} \
     SETUPTOOLS_SCM_PRETEND_VERSION=${VERSION}
 WORKDIR /src
-# The runtime dependencies, exactly as locked (hashes required, wheels only), into a virtualenv
-# without pip; the base's pip installs into it. SOURCE_DATE_EPOCH makes the .pyc files
-# hash-checked, so two builds of one commit install the same bytes.
+# The runtime dependencies, exactly as locked (hashes required, wheels only, for the target's
+# machine and this Python), into a virtualenv without pip. The final stage's Python is this one
+# on the target platform, at the same path, so the venv's links and the .pyc files (hash-checked
+# under SOURCE_DATE_EPOCH, so two builds of one commit install the same bytes) hold there too.
 COPY requirements.lock ./
-RUN python -m venv --without-pip /opt/secrets-operator \
-    && python -m pip --python /opt/secrets-operator/bin/python install \
-       --require-hashes --only-binary=:all: --no-deps -r requirements.lock
+RUN set -eu; \
+    arch="${TARGETARCH:-$(dpkg --print-architecture)}"; \
+    case "$arch" in amd64) machine=x86_64 ;; arm64) machine=aarch64 ;; \
+      *) echo "unsupported TARGETARCH $arch (amd64 or arm64)" >&2; exit 1 ;; esac; \
+    python -m venv --without-pip /opt/secrets-operator; \
+    site="$(/opt/secrets-operator/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; \
+    version="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; \
+    python -m pip install --require-hashes --only-binary=:all: --no-deps --target "$site" \
+      --implementation cp --python-version "$version" --abi "cp$(echo "$version" | tr -d .)" \
+      --platform "manylinux_2_28_$machine" --platform "manylinux_2_17_$machine" \
+      --platform "manylinux2014_$machine" -r requirements.lock; \
+    rm -rf "$site/bin"
 RUN python -m pip install build==1.2.2
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m build --wheel --outdir /dist \
     && python -m pip --python /opt/secrets-operator/bin/python install --no-deps /dist/secrets_operator-*.whl
 
-FROM ${PYTHON_IMAGE}
+FROM --platform=${TARGETPLATFORM} ${PYTHON_IMAGE}
 ARG VERSION
 ARG REVISION=unknown
 ARG CREATED=1970-01-01T00:00:00Z

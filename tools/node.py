@@ -261,14 +261,23 @@ class Docker:
         return subprocess.run(self.command("image", "inspect", image), capture_output=True).returncode == 0
 
     def build(
-        self, context: Path, tag: str, *, build_args: dict[str, str] | None = None, platform: str = ""
+        self,
+        context: Path,
+        tag: str,
+        *,
+        build_args: dict[str, str] | None = None,
+        platform: str = "",
+        no_cache: bool = False,
     ) -> float:
-        """``docker build`` of ``context``'s Dockerfile; the seconds it took.
+        """``docker build`` of ``context``'s Dockerfile (``no_cache``: every step run again); the
+        seconds it took.
 
         The classic builder, so that no BuildKit front-end image has to be pulled; the host's
         network, since this daemon has no bridge (the build only talks to the package index).
         """
         argv = ["build", "--network=host", "--tag", tag]
+        if no_cache:
+            argv.append("--no-cache")
         if platform:
             argv += ["--platform", platform]
         for key, value in (build_args or {}).items():
@@ -333,13 +342,17 @@ class BuiltImage:
     seconds: float  # the `docker build` alone
 
 
-def build_operator_image(docker: Docker, registry: str) -> BuiltImage:
+def build_operator_image(
+    docker: Docker, registry: str, *, tag: str = "", no_cache: bool = False
+) -> BuiltImage:
     """The Dockerfile built with the version git gives (tools/release) on ``BASE_IMAGE``, pushed
-    to ``registry``: what ``nox -s node -- image`` and the end-to-end tests both run."""
+    to ``registry`` (under ``tag``, by default the version's): what ``nox -s node -- image`` and
+    the end-to-end tests both run."""
     build_base_image(docker, BASE_IMAGE)
     build = versions.build_info()
-    reference = f"{registry}/secrets-operator:{versions.image_tag(build.version)}"
-    seconds = docker.build(REPO, reference, build_args={"PYTHON_IMAGE": BASE_IMAGE, **build.build_args()})
+    reference = f"{registry}/secrets-operator:{tag or versions.image_tag(build.version)}"
+    host = versions.platform_build_args(versions.HOST_PLATFORM, {versions.HOST_PLATFORM: BASE_IMAGE})
+    seconds = docker.build(REPO, reference, build_args={**build.build_args(), **host}, no_cache=no_cache)
     docker.push(reference)
     return BuiltImage(reference=reference, build=build, seconds=seconds)
 

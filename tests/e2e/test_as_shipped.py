@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Shipped, wait_until
+from tools.node import build_operator_image
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +97,43 @@ def test_the_image_says_the_version_git_gives_and_holds_nothing_that_installs_co
     )
     assert found.strip().endswith("[]"), f"the image can install code: {found.strip()}"
     assert found.startswith("(3, 13)"), f"the image's Python is not the base's 3.13: {found.strip()}"
+
+
+#: What an image installed: its distributions, and one hash over site-packages (every path and
+#: every file's bytes, in a fixed order).
+FINGERPRINT = """
+import hashlib, importlib.metadata, os, sysconfig
+root = sysconfig.get_path("purelib")
+digest = hashlib.sha256()
+files = 0
+for folder, dirs, names in os.walk(root):
+    dirs.sort()
+    for name in sorted(names):
+        path = os.path.join(folder, name)
+        with open(path, "rb") as file:
+            content = hashlib.sha256(file.read()).digest()
+        digest.update(os.path.relpath(path, root).encode() + b"\\0" + content)
+        files += 1
+print(sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()))
+print(files, digest.hexdigest())
+"""
+
+
+def test_two_builds_of_one_commit_install_the_same_files(shipped: Shipped) -> None:
+    """A second build, every step run again (--no-cache), installs the same distributions and the
+    same bytes into site-packages, compiled files included."""
+    again = build_operator_image(shipped.docker, shipped.registry.host, tag="rebuilt", no_cache=True)
+    shipped.figures["image build, no cache (s)"] = again.seconds
+
+    def fingerprint(image: str) -> list[str]:
+        run = ("run", "--rm", "--network=none", "--entrypoint=python", image, "-c", FINGERPRINT)
+        return shipped.docker.run(*run, what=f"the fingerprint of {image}").splitlines()
+
+    first, second = fingerprint(f"{shipped.image}:{shipped.tags[0]}"), fingerprint(again.reference)
+    assert "'secrets-operator==" in first[0]
+    assert "'pydantic==" in first[0]
+    assert int(first[1].split()[0]) > 1000  # the whole of site-packages was read
+    assert second == first
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("version", help="the version of this tree (from git)")
     commands.add_parser("chart-version", help="the version as the SemVer a chart carries")
     commands.add_parser(
-        "build-args", help="docker build arguments: VERSION, REVISION, CREATED, SOURCE_DATE_EPOCH"
+        "build-args",
+        help="docker build arguments: VERSION, REVISION, CREATED, SOURCE_DATE_EPOCH, and this machine's "
+        "BUILDPLATFORM and TARGETARCH (which the classic builder does not set)",
     )
     notes = commands.add_parser("notes", help="CHANGELOG.md's section for a release")
     notes.add_argument("version")
@@ -64,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "chart-version":
             print(versions.chart_version(versions.version()))
         elif args.command == "build-args":
-            for key, value in versions.build_info().build_args().items():
+            given = versions.build_info().build_args()
+            for key, value in {**given, **versions.platform_build_args(versions.HOST_PLATFORM, {})}.items():
                 print(f"--build-arg={key}={value}")
         elif args.command == "notes":
             sys.stdout.write(changelog.read_notes(args.version))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import platform as _platform
 import re
 import subprocess
 import tomllib
@@ -136,3 +137,26 @@ def build_info(root: Path = REPO) -> BuildInfo:
     return BuildInfo(
         version=version(root), revision=_git(root, "rev-parse", "HEAD"), source_date_epoch=int(epoch)
     )
+
+
+#: The platform of this machine, as Docker names it.
+HOST_PLATFORM = "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(
+    _platform.machine(), _platform.machine()
+)
+
+
+def platform_build_args(target: str, base_images: dict[str, str]) -> dict[str, str]:
+    """The Dockerfile's platform arguments for the classic builder, which does not set them (and is
+    given no ``--platform``: it cannot copy files into a stage of another platform than that).
+
+    The build stage runs on this machine's platform and unpacks the target's wheels, so only the
+    final stage runs under emulation. A base image given for the target alone (a single-platform
+    image, not an index) is also the build stage's: that build runs wholly under emulation.
+    """
+    args = {"TARGETPLATFORM": target, "TARGETARCH": target.split("/")[1], "BUILDPLATFORM": HOST_PLATFORM}
+    if target in base_images:
+        args["PYTHON_IMAGE"] = base_images[target]
+        args["BUILD_PYTHON_IMAGE"] = base_images.get(HOST_PLATFORM, base_images[target])
+        if HOST_PLATFORM not in base_images:
+            args["BUILDPLATFORM"] = target
+    return args

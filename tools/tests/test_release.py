@@ -181,3 +181,18 @@ def test_the_command_refuses_a_bad_tag_in_one_line(capsys: pytest.CaptureFixture
     assert err.count("\n") == 1
     assert main(["check-tag", "v1.2.3"]) == 0
     assert capsys.readouterr().out == "1.2.3\n"
+
+
+def test_the_build_stage_runs_on_this_machine_unless_only_the_target_has_a_base(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(versions, "HOST_PLATFORM", "linux/amd64")
+    official = versions.platform_build_args("linux/arm64", {})
+    assert official == {"TARGETPLATFORM": "linux/arm64", "TARGETARCH": "arm64", "BUILDPLATFORM": "linux/amd64"}
+    bases = {"linux/amd64": "base:amd64", "linux/arm64": "base:arm64"}
+    both = versions.platform_build_args("linux/arm64", bases)
+    assert both["BUILDPLATFORM"] == "linux/amd64"
+    assert (both["PYTHON_IMAGE"], both["BUILD_PYTHON_IMAGE"]) == ("base:arm64", "base:amd64")
+    target_only = versions.platform_build_args("linux/arm64", {"linux/arm64": "base:arm64"})
+    assert target_only["BUILDPLATFORM"] == "linux/arm64"  # the single-platform base, emulated
+    assert target_only["BUILD_PYTHON_IMAGE"] == "base:arm64"
