@@ -85,7 +85,7 @@ class Pipeline:
     def gitlab(self, *, tag: str = "", platforms: str = "linux/amd64") -> dict[str, str]:
         """Run the pipeline GitLab would run for a push of the clone's HEAD (of ``tag``, if given):
         each job's PASS or FAIL, as gitlab-ci-local sums them up."""
-        variables = {**self.ci_variables, "RELEASE_PLATFORMS": platforms, "DEPLOY_TIMEOUT": "120s"}
+        variables = {**self.ci_variables, "RELEASE_PLATFORMS": platforms, "DEPLOY_TIMEOUT": "60s"}
         (self.clone / ".gitlab-ci-local-variables.yml").write_text(yaml.safe_dump(variables))
         argv = [str(gitlab_ci_local())]
         if tag:  # GitLab's tag pipelines have a tag and no branch
@@ -149,9 +149,9 @@ class Pipeline:
         )
         return done.stdout.strip()
 
-    def cut(self, version: str, *, broken_readiness: bool = False) -> None:
+    def cut(self, version: str, *, broken_readiness: bool = False, push: bool = True) -> None:
         """Note a change under Unreleased, move the entries under ``version``, commit and tag, as
-        a maintainer does."""
+        a maintainer does (and push, unless not ``push``)."""
         changelog = self.clone / "CHANGELOG.md"
         text = changelog.read_text()
         text = text.replace(
@@ -169,7 +169,23 @@ class Pipeline:
             )
         self.git("commit", "-qam", f"Release {version}")
         self.git("tag", "-a", f"v{version}", "-m", f"secrets-operator {version}")
-        self.git("push", "-q", "origin", "main", f"v{version}")
+        if push:
+            self.git("push", "-q", "origin", "main", f"v{version}")
+
+    def uncut(self, version: str) -> None:
+        """Take back an unpushed ``cut``: its tag and its commit."""
+        self.git("tag", "-d", f"v{version}")
+        self.git("reset", "-q", "--hard", "HEAD~1")
+
+    def published(self) -> tuple[bytes, str, str]:
+        """Everything a release writes: the repository's index, and the tags of the image and of
+        the OCI chart (cosign's signatures and attestations are tags too)."""
+        host = self.world.registry.host
+        return (
+            self.repository_file("index.yaml"),
+            _crane("ls", f"{host}/platform/secrets-operator"),
+            _crane("ls", f"{host}/platform/charts/secrets-operator"),
+        )
 
     def helm(self, *args: str) -> Any:
         command = [
@@ -288,6 +304,25 @@ def test_what_exists_a_wrong_password_a_dirty_tree_and_a_bad_tag_are_refused_cha
     assert (pipeline.repository_file("index.yaml"), _crane("digest", _image(pipeline, "0.2.0"))) == before
 
 
+def test_a_new_version_with_a_wrong_cosign_password_or_gpg_key_is_refused_after_building_pushing_nothing(
+    pipeline: Pipeline,
+) -> None:
+    before = pipeline.published()
+    pipeline.cut("0.2.1", push=False)
+    try:
+        wrong = pipeline.tool("release", "0.2.1", check=False, COSIGN_PASSWORD="wrong")
+        assert wrong.returncode == 2, wrong.stderr
+        assert "[release] building " in wrong.stderr  # refused after the build, before the first push
+        assert "error: the cosign key does not sign (wrong COSIGN_PASSWORD?)" in wrong.stderr
+        assert pipeline.published() == before
+        no_key = pipeline.tool("release", "0.2.1", check=False, HELM_SIGNING_KEY="Nobody <nobody@x.invalid>")
+        assert no_key.returncode == 2, no_key.stderr
+        assert "error: helm package --sign: Error: private key not found" in no_key.stderr
+        assert pipeline.published() == before
+    finally:
+        pipeline.uncut("0.2.1")
+
+
 def test_an_unknown_version_bad_values_and_tampered_artifacts_are_refused_before_anything_changes(
     pipeline: Pipeline,
 ) -> None:
@@ -353,6 +388,18 @@ def test_tag_v0_3_0_rolls_staging_with_a_handover_and_no_namespace_misses_its_co
     assert _holder(world) != holder
     for name in created:
         wait_until(functools.partial(_copy, world, name), timeout=60, what=f"the copy in {name}")
+
+    # 0.2.0's image, signed, pushed under 0.3.0's tag: signed, but not as 0.3.0.
+    released = _crane("digest", _image(pipeline, "0.3.0"))
+    _crane("copy", _image(pipeline, "0.2.0"), _image(pipeline, "0.3.0"))
+    try:
+        older = pipeline.tool("deploy", "staging", "--version", "0.3.0", check=False)
+    finally:
+        image = f"{world.registry.host}/platform/secrets-operator"
+        _crane("copy", f"{image}@{released}", _image(pipeline, "0.3.0"))
+    assert older.returncode == 2, older.stderr
+    assert "is refused: the signature of" in older.stderr
+    assert "missing or incorrect annotation" in older.stderr
 
 
 def test_an_edit_of_values_staging_on_main_redeploys_staging_only(pipeline: Pipeline) -> None:

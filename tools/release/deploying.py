@@ -174,6 +174,7 @@ def _deploy(
             settings.cosign_public,
             cosign=tools.cosign,
             insecure=settings.registry.insecure,
+            annotations={"version": version},  # signed for this version, not only signed
         )
     except SignatureError as exc:
         raise DeployError(f"image {image} ({digest}) is refused: {exc}") from None

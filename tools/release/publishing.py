@@ -1,10 +1,11 @@
 """``nox -s release -- X.Y.Z``: build, sign and publish one version, or change nothing.
 
 In order: refuse (a dirty tree, a HEAD that is not tag ``vX.Y.Z``, missing release notes, a wrong
-password, a version that exists anywhere already); build the image for each platform (arm64 under
-emulation) and push them with an image index; make each image's SBOM with syft and attach it as a
-signed attestation; sign the index and every image in it with cosign; package the chart, sign it
-with GPG (``.prov``) and push it to the OCI registry, signed with cosign too; upload the ``.tgz``,
+password, a version that exists anywhere already); build the image for each platform (the final
+stage of arm64 under emulation) and push them with an image index; make each image's SBOM with
+syft and attach it as a signed attestation; sign the index and every image in it with cosign,
+with the version as a signed annotation; package the chart, sign it with GPG (``.prov``) and push
+it to the OCI registry, signed with cosign too; upload the ``.tgz``,
 the ``.prov`` and the merged ``index.yaml`` to the classic chart repository. Every check that can
 refuse runs before the first push, so a refusal leaves every registry and repository as it was.
 
@@ -202,10 +203,8 @@ def release(
     }
     for platform, reference in references.items():
         say(f"building {reference} ({platform})")
-        args = {**build.build_args()}
-        if platform in settings.base_images:
-            args["PYTHON_IMAGE"] = settings.base_images[platform]
-        argv = [*tools.docker, "build", "--network=host", "--platform", platform, "--tag", reference]
+        args = {**build.build_args(), **versions.platform_build_args(platform, settings.base_images)}
+        argv = [*tools.docker, "build", "--network=host", "--tag", reference]
         for key, value in args.items():
             argv += ["--build-arg", f"{key}={value}"]
         _docker([*argv, str(root)], what=f"docker build for {platform}")
@@ -279,6 +278,7 @@ def release(
             cosign=tools.cosign,
             workdir=workdir,
             insecure=registry.insecure,
+            annotations={"version": version},
             recursive=True,
         )
 
@@ -361,6 +361,7 @@ def publish_chart(
         cosign=tools.cosign,
         workdir=workdir,
         insecure=registry.insecure,
+        annotations={"version": version},
     )
     artifacts = [Artifact("chart (OCI, cosign-signed)", f"oci://{chart_ref}:{version}", digest)]
 

@@ -132,11 +132,27 @@ def _cosign_writes(
     run([*argv, reference], what=f"cosign {verb[0]} {reference}", env={"COSIGN_PASSWORD": key.password})
 
 
+def _annotations(annotations: dict[str, str]) -> list[str | Path]:
+    return [arg for key, value in sorted(annotations.items()) for arg in ("-a", f"{key}={value}")]
+
+
 def sign_oci(
-    reference: str, key: CosignKey, *, cosign: Path, workdir: Path, insecure: bool, recursive: bool = False
+    reference: str,
+    key: CosignKey,
+    *,
+    cosign: Path,
+    workdir: Path,
+    insecure: bool,
+    annotations: dict[str, str],
+    recursive: bool = False,
 ) -> None:
-    """Sign ``reference`` (by digest) in its registry; ``recursive``: every image of an index too."""
+    """Sign ``reference`` (by digest) in its registry; ``recursive``: every image of an index too.
+
+    ``annotations`` are signed with it: the release signs ``version``, so that a signed image of
+    one version pushed under another version's tag does not verify as that version.
+    """
     verb: list[str | Path] = ["sign", "--recursive"] if recursive else ["sign"]
+    verb += _annotations(annotations)
     _cosign_writes(verb, reference, key, cosign=cosign, workdir=workdir, insecure=insecure)
 
 
@@ -148,8 +164,17 @@ def attest_sbom(
     _cosign_writes(verb, reference, key, cosign=cosign, workdir=workdir, insecure=insecure)
 
 
-def verify_oci(reference: str, public: Path, *, cosign: Path, insecure: bool, attestation: str = "") -> None:
-    """Refuse ``reference`` unless ``public``'s key signed exactly its content (or its attestation)."""
+def verify_oci(
+    reference: str,
+    public: Path,
+    *,
+    cosign: Path,
+    insecure: bool,
+    annotations: dict[str, str] | None = None,
+    attestation: str = "",
+) -> None:
+    """Refuse ``reference`` unless ``public``'s key signed exactly its content (or its attestation),
+    with every one of ``annotations``."""
     argv: list[str | Path] = [
         cosign,
         "verify-attestation" if attestation else "verify",
@@ -161,6 +186,7 @@ def verify_oci(reference: str, public: Path, *, cosign: Path, insecure: bool, at
     ]
     if attestation:
         argv += ["--type", attestation]
+    argv += _annotations(annotations or {})
     if insecure:
         argv.append("--allow-http-registry")
     run([*argv, reference], what=f"the signature of {reference} does not verify")
