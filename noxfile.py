@@ -17,7 +17,9 @@ import nox
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tools.binaries import DEFAULT_MINOR, KUBERNETES_ENV, MINORS
 
-nox.options.sessions = ["lint", "typecheck", "tests", "unit", "chart", "faults", "image", "e2e", "compat"]
+nox.options.sessions = [
+    "lint", "typecheck", "tests", "unit", "chart", "faults", "image", "e2e", "pipeline", "compat",
+]  # fmt: skip
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
