@@ -188,7 +188,11 @@ def test_the_build_stage_runs_on_this_machine_unless_only_the_target_has_a_base(
 ) -> None:
     monkeypatch.setattr(versions, "HOST_PLATFORM", "linux/amd64")
     official = versions.platform_build_args("linux/arm64", {})
-    assert official == {"TARGETPLATFORM": "linux/arm64", "TARGETARCH": "arm64", "BUILDPLATFORM": "linux/amd64"}
+    assert official == {
+        "TARGETPLATFORM": "linux/arm64",
+        "TARGETARCH": "arm64",
+        "BUILDPLATFORM": "linux/amd64",
+    }
     bases = {"linux/amd64": "base:amd64", "linux/arm64": "base:arm64"}
     both = versions.platform_build_args("linux/arm64", bases)
     assert both["BUILDPLATFORM"] == "linux/amd64"
