@@ -20,7 +20,12 @@ Rules that protect users, in one place:
 - no value computed from the data is ever written into metadata: the copy's own observed data is
   hashed in memory and compared with the blueprint's (a digest in an annotation would be an offline
   guessing oracle for anyone who may read metadata but not data); a copy of ours that still
-  carries the digest earlier versions wrote loses it, whatever the state of its pair.
+  carries the digest earlier versions wrote loses it, whatever the state of its pair;
+- a value read from an object the operator does not own (another Secret's source annotation or
+  type) enters a row's detail, and so a log line and an Event note, only through
+  :func:`untrusted`: quoted, control and invisible characters escaped, and cut short, so that
+  nobody who may create a Secret can write lines into the operator's output or push the other
+  namespaces out of an aggregated Event.
 """
 
 from __future__ import annotations
@@ -152,6 +157,25 @@ class Exclusion:
 
     rule: ExclusionRule
     detail: str
+
+
+#: How many characters of an untrusted value a detail shows, escapes included (a DNS label's 63).
+UNTRUSTED_LIMIT = 63
+
+
+def untrusted(value: str, limit: int = UNTRUSTED_LIMIT) -> str:
+    """``value`` quoted as ``repr`` quotes it, at most ``limit`` characters between the quotes.
+
+    ``repr`` escapes what is not printable (newlines, bidi overrides, other control characters),
+    so the value cannot pose as the operator's own text. A longer value is cut and marked with
+    its length: ``'abc'… (500 characters)``.
+    """
+    if len(repr(value)) <= limit + 2:
+        return repr(value)
+    shown = value[:limit]
+    while len(repr(shown)) > limit + 2:  # escapes take several characters each
+        shown = shown[:-1]
+    return f"{shown!r}… ({len(value):,} characters)"
 
 
 def content_hash(
@@ -388,7 +412,7 @@ def _needs_replace(copy: CopyInfo, blueprint: Blueprint, differences: list[str])
     """Why an in-place update is impossible (so the copy must be deleted and created), or None."""
     if "type" in differences:
         return (
-            f"its type is {copy.type!r}, not {blueprint.type!r}, "
+            f"its type is {untrusted(copy.type)}, not {untrusted(blueprint.type)}, "
             "and the type of a Secret cannot be changed in place"
         )
     if copy.immutable and ("data" in differences or "immutable" in differences):
@@ -595,7 +619,8 @@ def _plan_pair(
         if copy.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
             source = copy.annotations.get(SOURCE_ANNOTATION, "")
             detail = (
-                f"a {ref.kind} with this name is managed by secrets-operator for another source {source!r}"
+                f"a {ref.kind} with this name is managed by secrets-operator for another source "
+                f"{untrusted(source)}"
             )
         if policy.conflict_policy == "adopt":
             unadoptable = _needs_replace(copy, blueprint, differences)

@@ -5,20 +5,35 @@ off the write path from a bounded queue.
 rate budget. These tests pin the digest (one summary per blueprint and reason per window), the
 spam filter (client-go's: a token bucket per source and object, burst 25, one more per 5 minutes)
 and the queue (emit never blocks; a full queue drops and counts), with a fake clock.
+
+An Event's note is limited to 1,024 bytes of UTF-8, and the API server refuses a longer one whole:
+a note cut by characters lost the aggregated Event, every namespace in it, to one long non-ASCII
+value that anybody who may create a Secret can put into the source annotation of a conflicting one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
 import anyio
+import pytest
 from kubernetes_asyncio.client import ApiClient
 
 from secrets_operator import metrics
 from secrets_operator.kube.client import JSON, Kube
-from secrets_operator.kube.events import EventRecorder, ObjectRef, SpamFilter
-from secrets_operator.model import BlueprintRef
-from secrets_operator.reporting import Digest
+from secrets_operator.kube.events import CUT_MARK, NOTE_LIMIT, EventRecorder, ObjectRef, SpamFilter
+from secrets_operator.model import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    SOURCE_ANNOTATION,
+    Blueprint,
+    BlueprintRef,
+    CopyInfo,
+    NamespaceInfo,
+)
+from secrets_operator.planning import Policy, content_hash, plan_namespace, untrusted
+from secrets_operator.reporting import Digest, Reporter
 from tools.waiting import wait_for
 
 AUTH = BlueprintRef("home", "auth")
@@ -207,3 +222,141 @@ def test_a_stream_of_one_problem_does_not_starve_the_first_report_of_another() -
         recorder.emit(SECRET, type="Warning", reason="Conflict", action="Replicate", note=f"{i} namespaces")
         clock.now += 10.0
     assert recorder.emit(SECRET, type="Warning", reason="Refused", action="Replicate", note="not copied")
+
+
+# -- notes: within the API server's limit, whatever a tenant writes
+
+
+async def sent(recorder: EventRecorder, kube: Recording, count: int) -> list[JSON]:
+    """Run the recorder until ``count`` Event bodies were posted; those bodies."""
+    kube.gate.set()
+
+    async def all_sent() -> bool:
+        return len(kube.posted) >= count
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(recorder.run)
+        await wait_for(all_sent, timeout=5, what=f"{count} Events sent")
+        tasks.cancel_scope.cancel()
+    return kube.posted
+
+
+@pytest.mark.parametrize("char", ["x", "ä", "€", "😀"])
+async def test_a_long_note_is_cut_to_1024_bytes_between_characters(char: str) -> None:
+    kube = Recording()
+    recorder = EventRecorder(kube, reporting_controller="c", reporting_instance="i", clock=FakeClock())
+    recorder.emit(
+        SECRET, type="Warning", reason="Conflict", action="Replicate", note="3 namespaces: " + char * 1500
+    )
+
+    (event,) = await sent(recorder, kube, 1)
+
+    note = event["note"]
+    assert len(note.encode()) <= NOTE_LIMIT, f"{len(note.encode())} bytes: the API server refuses it"
+    assert len(note.encode()) > NOTE_LIMIT - 4, "no more cut than one character needs"
+    assert note.endswith(CUT_MARK), "a cut note says so"
+    assert note.startswith("3 namespaces: " + char), note[:40]
+    assert set(note.removeprefix("3 namespaces: ").removesuffix(CUT_MARK)) == {char}, "no half character"
+
+
+def test_a_note_within_the_limit_is_left_as_it_is() -> None:
+    kube = Recording()
+    recorder = EventRecorder(kube, reporting_controller="c", reporting_instance="i", clock=FakeClock())
+    note = "ä" * (NOTE_LIMIT // 2)  # 1,024 bytes exactly
+    recorder.emit(SECRET, type="Warning", reason="Conflict", action="Replicate", note=note)
+    assert recorder._queue[0].note == note
+
+
+def managed_for(namespace: str, source: str) -> CopyInfo:
+    """A Secret named like the copy, marked as managed by secrets-operator for ``source``: the
+    annotation is the Secret's owner's to write, anything at all."""
+    return CopyInfo(
+        namespace=namespace,
+        name=AUTH.name,
+        resource_version="1",
+        type="Opaque",
+        immutable=False,
+        labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+        annotations={SOURCE_ANNOTATION: source},
+        data_hash=content_hash("Opaque", {}),
+        data_keys=frozenset(),
+    )
+
+
+@pytest.mark.parametrize("value", ["ä" * 500, "😀" * 500])
+async def test_a_long_foreign_source_annotation_cannot_cost_the_conflict_event(value: str) -> None:
+    """Planning, the reporter's digest and the recorder, as the controller drives them: the Event
+    still names the namespaces in conflict, and shows the foreign value quoted and cut short."""
+    blueprint = Blueprint(
+        ref=AUTH,
+        type="Opaque",
+        data={"k": "dg=="},
+        immutable=False,
+        labels={},
+        annotations={},
+        hash=content_hash("Opaque", {"k": "dg=="}),
+        uid="uid-auth",
+    )
+    kube = Recording()
+    recorder = EventRecorder(kube, reporting_controller="c", reporting_instance="i", clock=FakeClock())
+    reporter = Reporter(recorder, blueprint=lambda ref: blueprint, window=0.0)
+    for i, namespace in enumerate(["team-a", "team-b", "team-c", "team-d"]):
+        plan = plan_namespace(
+            Policy(),
+            namespace=NamespaceInfo(namespace, {}),
+            name=namespace,
+            blueprints={AUTH: blueprint},
+            copies={(AUTH.kind, AUTH.name): managed_for(namespace, value if i == 0 else "other/auth")},
+        )
+        reporter.plan(plan)
+    reporter.emit_due()
+
+    (event,) = await sent(recorder, kube, 1)
+
+    note = event["note"]
+    assert len(note.encode()) <= NOTE_LIMIT, f"{len(note.encode())} bytes: the API server refuses it"
+    assert event["reason"] == "Conflict"
+    assert note.startswith("4 namespaces (e.g. team-a, team-b, team-c) newly in conflict: "), note
+    quoted = untrusted(value)
+    assert f"for another source {quoted}" in note, note
+    assert quoted == repr(value[:63]) + "… (500 characters)"
+    assert value[:64] not in note, "at most 63 characters of the value"
+
+
+def test_an_untrusted_value_is_capped_with_its_escapes() -> None:
+    """Bidi overrides and newlines are escaped (6 and 2 characters each): the cap counts what is
+    shown, so an escaped value is no longer than a plain one."""
+    for value in ["\u202e" * 500, "a\nb" * 500]:
+        shown = untrusted(value)
+        assert "\u202e" not in shown, shown
+        assert "\n" not in shown, shown
+        quoted = shown.split("…")[0]
+        assert len(quoted) <= 63 + 2, (len(quoted), quoted)
+        assert shown.endswith(" (500 characters)") or shown.endswith(" (1,500 characters)"), shown
+    assert untrusted("other/auth") == "'other/auth'"
+
+
+def test_a_long_foreign_type_is_quoted_and_capped_in_the_conflict_detail() -> None:
+    """Under ``adopt``, a twin of another type stays a conflict whose detail names its type."""
+    blueprint = Blueprint(
+        ref=AUTH,
+        type="Opaque",
+        data={},
+        immutable=False,
+        labels={},
+        annotations={},
+        hash=content_hash("Opaque", {}),
+    )
+    theirs = dataclasses.replace(
+        managed_for("team-a", "other/auth"), labels={}, type="example.com/" + "x" * 500
+    )
+    plan = plan_namespace(
+        Policy(conflict_policy="adopt"),
+        namespace=NamespaceInfo("team-a", {}),
+        name="team-a",
+        blueprints={AUTH: blueprint},
+        copies={(AUTH.kind, AUTH.name): theirs},
+    )
+    (row,) = plan.rows
+    assert f"its type is {untrusted(theirs.type)}, not 'Opaque'" in row.detail, row.detail
+    assert "x" * 64 not in row.detail, row.detail

@@ -17,7 +17,11 @@ Aggregating many similar conditions into one Event (one per blueprint and reason
 is the caller's job: this module knows nothing of what the objects are.
 
 Callers pass the ``note`` text; it must never contain Secret data (the controller builds notes
-from names and reasons only). Sending is best effort: a failure is logged and counted, never raised.
+from names and reasons only, and quotes and cuts short any value read from an object it does not
+own: ``planning.untrusted``). The API server refuses (422) an Event whose note is over 1 kB, that
+is 1,024 bytes of UTF-8, not characters: ``emit`` cuts a longer note to fit (:func:`fit_note`), so
+a long non-ASCII value cannot cost the whole aggregated Event. Sending is best effort: a failure is
+logged and counted, never raised.
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ from secrets_operator.kube.leases import format_microtime, utcnow
 log = logging.getLogger(__name__)
 
 EventType = Literal["Normal", "Warning"]
+
+#: The API server's limit on an events.k8s.io/v1 Event's note, in bytes of UTF-8.
+NOTE_LIMIT = 1024
+#: Ends a note cut to fit, within the limit.
+CUT_MARK = "…"
+
+
+def fit_note(note: str, limit: int = NOTE_LIMIT) -> str:
+    """``note`` if it is at most ``limit`` bytes of UTF-8, else its longest start that, with
+    :data:`CUT_MARK`, is: cut between characters, never inside one."""
+    encoded = note.encode("utf-8", "replace")  # a lone surrogate would be refused: sent as "?"
+    if len(encoded) <= limit:
+        return encoded.decode()
+    room = limit - len(CUT_MARK.encode())
+    return encoded[:room].decode("utf-8", "ignore") + CUT_MARK  # "ignore": the character cut in two
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +133,12 @@ class EventRecorder:
         self._queued = anyio.Event()
 
     def emit(self, regarding: ObjectRef, *, type: EventType, reason: str, action: str, note: str) -> bool:
-        """Queue an Event for ``run`` to send; never blocks. True when it was queued."""
+        """Queue an Event for ``run`` to send; never blocks. True when it was queued.
+
+        ``note`` is cut to the API server's limit here (:func:`fit_note`), before it is compared
+        with the notes said before.
+        """
+        note = fit_note(note)
         key = (regarding, reason, note)
         now = self.clock()
         last = self._said.get(key)
@@ -174,7 +198,7 @@ class EventRecorder:
             "action": event.action,
             "reason": event.reason,
             "regarding": involved,
-            "note": event.note[:1024],
+            "note": event.note,  # fit_note'd by emit
             "type": event.type,
         }
         try:
