@@ -337,6 +337,39 @@ def test_chart_without_blueprints_is_refused_with_a_clear_message(major: int) ->
     assert "blueprints" in done.stderr
 
 
+@pytest.mark.parametrize("major", HELMS)
+def test_chart_without_a_service_account_to_create_needs_its_name(major: int) -> None:
+    """serviceAccount.create=false once bound the operator's rights to the namespace's "default"
+    ServiceAccount, which every pod without one of its own runs as: now the name is required."""
+    defaults = str(CHART / "ci" / "default-values.yaml")
+    args = ["template", "t", str(CHART), "--namespace", "ops", "--kube-version", KUBE_VERSION, "-f", defaults]
+    done = helm(*args, "--set", "serviceAccount.create=false", major=major)
+    running_as = {line.strip() for line in done.stdout.splitlines() if "serviceAccountName:" in line}
+    assert done.returncode != 0, f"rendered, the operator with {running_as}"
+    assert "serviceAccount.create is false: set serviceAccount.name to the existing ServiceAccount" in (
+        done.stderr
+    ), done.stderr
+
+    named = helm(
+        *args, "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops-sa", major=major
+    )
+    assert named.returncode == 0, named.stderr
+    objects = [doc for doc in yaml.safe_load_all(named.stdout) if doc]
+    assert not [obj for obj in objects if obj["kind"] == "ServiceAccount"], "create=false creates none"
+    subjects = [
+        subject
+        for obj in objects
+        if obj["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        for subject in obj["subjects"]
+    ]
+    assert subjects, "the operator's rights are bound"
+    assert all(
+        subject == {"kind": "ServiceAccount", "name": "ops-sa", "namespace": "ops"} for subject in subjects
+    )
+    assert of_kind(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
+    assert "system:serviceaccount:ops:ops-sa" in json.dumps(of_kind(objects, "ValidatingAdmissionPolicy"))
+
+
 @pytest.mark.parametrize(
     ("override", "complaint"),
     [

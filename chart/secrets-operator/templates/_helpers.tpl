@@ -36,11 +36,18 @@ app.kubernetes.io/name: {{ include "secrets-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The ServiceAccount the operator runs as, and the one RBAC and the admission policy name. Without
+one to create, it must be named: falling back to the namespace's "default" ServiceAccount would
+hand the operator's rights to every pod in the namespace that runs without a ServiceAccount.
+*/}}
 {{- define "secrets-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "secrets-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else if .Values.serviceAccount.name }}
+{{- .Values.serviceAccount.name }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- fail "serviceAccount.create is false: set serviceAccount.name to the existing ServiceAccount the operator runs as" }}
 {{- end }}
 {{- end }}
 
