@@ -10,6 +10,8 @@ really has to wait, the delays are tiny and every wait is bounded by ``anyio.fai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import pytest
 
@@ -129,6 +131,64 @@ async def test_concurrent_workers_never_process_one_key_at_the_same_time() -> No
 
     assert processed == ["alpha", "alpha"]
     assert overlaps == []
+    assert len(queue) == 0
+
+
+def add_again(queue: WorkQueue, clock: FakeClock) -> None:
+    queue.add("alpha")  # a watch event for the namespace
+
+
+def add_after_that_runs_out(queue: WorkQueue, clock: FakeClock) -> None:
+    queue.add_after("alpha", 5.0)  # a prune grace, or the NotLeaderError retry
+    clock.now += 5.0  # runs out before the first worker is done
+
+
+def hold_that_runs_out(queue: WorkQueue, clock: FakeClock) -> None:
+    queue.hold("alpha", 5.0)  # a 429 with Retry-After: 5
+    clock.now += 5.0  # runs out before the first worker is done
+
+
+@pytest.mark.parametrize(
+    "queue_again",
+    [add_again, add_after_that_runs_out, hold_that_runs_out],
+    ids=["add", "add_after-runs-out", "hold-runs-out"],
+)
+async def test_a_key_queued_again_while_processed_reaches_no_second_worker_before_done(
+    queue_again: Callable[[WorkQueue, FakeClock], None],
+) -> None:
+    """Each way a key comes back while a worker is still on it: it must wait for done(), then be
+    handed out exactly once. ``add_after`` and ``hold`` are called during a pass; a delay that runs
+    out meanwhile must not make the key pending, or two workers write one namespace at once."""
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    queue.add("alpha")
+    assert (await take(queue))[0] == "alpha"  # the first worker is on alpha from here on
+    taken: list[str] = []
+
+    async def second_worker() -> None:
+        while True:
+            key, _ = await queue.get()
+            taken.append(key)
+            queue.done(key)
+
+    with anyio.fail_after(PROMPTLY):
+        async with anyio.create_task_group() as workers:
+            workers.start_soon(second_worker)
+            await anyio.wait_all_tasks_blocked()  # it waits for work
+            queue_again(queue, clock)
+            await anyio.wait_all_tasks_blocked()  # add_after and hold woke it: it has looked again
+            assert taken == [], "a second worker got the key the first one is still processing"
+
+            queue.done("alpha")
+            await anyio.wait_all_tasks_blocked()
+            assert taken == ["alpha"], "after done() the key must be handed out again"
+
+            clock.now += 3600.0  # any delayed copy of the key is due by now...
+            queue.add("beta")  # ...and comes out when this wakes the worker
+            await anyio.wait_all_tasks_blocked()
+            workers.cancel_scope.cancel()
+
+    assert taken == ["alpha", "beta"], "the key must be handed out once more, not twice"
     assert len(queue) == 0
 
 
