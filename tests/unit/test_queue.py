@@ -10,6 +10,7 @@ really has to wait, the delays are tiny and every wait is bounded by ``anyio.fai
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import anyio
@@ -224,6 +225,34 @@ def test_forget_resets_the_backoff_after_a_success() -> None:
     assert queue.failures("alpha") == 0
     assert queue.retry("alpha") == 1.0
     assert queue.retry("beta") == 2.0, "forgetting one key leaves the others' backoff alone"
+
+
+async def handed_out_now(queue: WorkQueue) -> str | None:
+    """The key ``get`` hands out at this instant, or None if it would wait (it is not let wait:
+    ``get`` returns a ready key before its first await, and is cancelled at that await)."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        key, _ = await queue.get()
+        return key
+    return None
+
+
+async def test_the_gaps_between_passes_of_a_failing_key_grow_up_to_the_maximum() -> None:
+    """Measured where it matters, when get() hands the key out: a fixed retry delay, or one that
+    retry() reports but does not hold the key for, must fail this."""
+    clock = FakeClock(now=0.0)
+    queue = WorkQueue(base_delay=1.0, max_delay=8.0, clock=clock)
+    queue.add("alpha")
+    passes: list[float] = []
+    while len(passes) < 7 and clock.now < 100.0:
+        if await handed_out_now(queue) == "alpha":
+            passes.append(clock.now)
+            queue.done("alpha")
+            queue.retry("alpha")  # every pass fails
+        clock.now += 0.25
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(passes)]
+    assert gaps == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
 
 
 def test_a_key_that_keeps_failing_stays_at_the_maximum_delay_forever() -> None:
@@ -486,21 +515,26 @@ async def test_a_shorter_delayed_add_does_not_cut_a_backoff_short() -> None:
 
 
 async def test_a_success_ends_the_backoff() -> None:
+    """forget() while the backoff still runs: it must end it and reset its growth. (Forgetting
+    once the backoff has run out anyway would prove neither.)"""
     clock = FakeClock()
-    queue = WorkQueue(base_delay=10.0, clock=clock)
-    queue.add("alpha")
-    await take(queue)
-    queue.done("alpha")
-    queue.retry("alpha")
-    clock.now += 10.0
-    await take(queue)
-    queue.done("alpha")
-    queue.forget("alpha")  # the retry succeeded
+    queue = WorkQueue(base_delay=10.0, max_delay=1000.0, clock=clock)
+    for _ in range(3):
+        queue.retry("alpha")  # 10, 20, 40 s: alpha is held for 40 s from now
+    clock.now += 1.0
+    assert queue.in_backoff("alpha")
 
-    queue.add("alpha")
+    queue.forget("alpha")  # a success, 39 s before the backoff could have run out
 
-    assert (await take(queue))[0] == "alpha", "after a success, events are answered at once again"
     assert not queue.in_backoff("alpha")
+    queue.add("alpha")
+    assert (await take(queue))[0] == "alpha", "after a success, events are answered at once again"
+    queue.done("alpha")
+    assert queue.retry("alpha") == 10.0, "the next failure must start from the base delay"
+    clock.now += 9.99
+    assert await nothing_ready(queue), "the next failure must be held for the base delay"
+    clock.now += 0.01
+    assert (await take(queue))[0] == "alpha", "...and for no longer"
 
 
 async def test_events_during_a_successful_pass_are_answered_at_once() -> None:
