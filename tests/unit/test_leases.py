@@ -5,15 +5,26 @@ test moves: when another replica's claim counts as live (timed locally from when
 last seen *changing*, never from remote timestamps), what record we write to take, keep or give
 up the Lease (acquireTime and leaseTransitions, as ``kubectl describe lease`` shows them), how
 MicroTime is written and read, the Kubernetes field names, and the timing rule the elector refuses
-to start without.
+to start without. The renew loop itself runs on an event loop whose clock jumps from timer to timer,
+so when a leader that cannot renew stops its work is checked to the instant: at RenewDeadline after
+its last successful renewal, not at LeaseDuration, when another replica may already have taken over.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime
+import itertools
+import math
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
+import anyio
 import pytest
 
+from secrets_operator import metrics
 from secrets_operator.kube.client import ApiError
 from secrets_operator.kube.leases import (
     LeaderElector,
@@ -512,3 +523,176 @@ async def test_a_replica_that_is_not_leading_may_not_write_even_within_the_deadl
 
     assert candidate.may_write() is False
     assert candidate.write_budget() is None
+
+
+# -- stepping down: a leader that cannot renew stops its work at the renew deadline
+
+
+class _VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer whenever no task can run.
+
+    The renew loop sleeps and times its requests out with anyio (on the loop's clock) and checks
+    its deadline on the clock it is given; given this loop's clock, both are one time line, a
+    test of many seconds takes none, and every instant is exact.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    def __init__(self, loop: _VirtualTimeLoop) -> None:
+        super().__init__()
+        self.loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if not ready and timeout is None:
+            raise RuntimeError("every task waits and no timer is set: the test would hang")
+        if not ready and timeout:
+            self.loop.now += timeout  # nothing to do until the next timer: it is due now
+        return ready
+
+
+def in_virtual_time(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    anyio.run(test, backend="asyncio", backend_options={"loop_factory": _VirtualTimeLoop})
+
+
+#: A write's answer: "ok", or an error status (500, 409, ...); or the server never answers.
+Answer = Literal["ok", "unanswered"] | int
+
+
+class _ScriptedLeaseApi:
+    """An API server whose answers to the elector's Lease writes follow a script.
+
+    Write *n* takes ``script[n][0]`` seconds and then answers ``script[n][1]``; the last entry
+    repeats. A GET finds no Lease, at once (only the first acquisition reads). Each write that is
+    answered, or never will be, is logged as (when it started, its method, its answer); one the
+    elector gives up on before its answer comes is not.
+    """
+
+    def __init__(self, script: list[tuple[float, Answer]]) -> None:
+        self.script = script
+        self.sent = 0
+        self.writes: list[tuple[float, str, Answer]] = []
+
+    async def request(self, method: str, path: str, *, body: object = None, **_: object) -> dict[str, object]:
+        if method == "GET":
+            raise ApiError(method=method, path=path, status=404, reason="NotFound")
+        took, answer = self.script[min(self.sent, len(self.script) - 1)]
+        self.sent += 1
+        started = anyio.current_time()
+        if answer == "unanswered":
+            self.writes.append((started, method, answer))
+            await anyio.sleep_forever()
+        await anyio.sleep(took)
+        self.writes.append((started, method, answer))
+        if answer != "ok":
+            raise ApiError(method=method, path=path, status=int(answer), reason="InternalError")
+        assert isinstance(body, dict)
+        version = str(self.sent)
+        return {
+            **body,
+            "metadata": {"name": "secrets-operator", "namespace": "ops", "resourceVersion": version},
+        }
+
+    def last_success(self) -> tuple[float, str]:
+        """When the last successful write started, and its method."""
+        started, method, _ = [write for write in self.writes if write[2] == "ok"][-1]
+        return started, method
+
+
+@dataclasses.dataclass
+class _Leadership:
+    """What happened to one term of leadership, in virtual time."""
+
+    api: _ScriptedLeaseApi
+    acquired_at: float = math.nan
+    work_started_at: float = math.nan
+    work_cancelled_at: float = math.nan
+    lost_at: float = math.nan
+    leading_after: bool = True
+    may_write_after: bool = True
+    losses_counted: float = 0.0
+
+
+def _losses() -> float:
+    return (
+        metrics.REGISTRY.get_sample_value("secrets_operator_leadership_changes_total", {"event": "lost"})
+        or 0.0
+    )
+
+
+def lead_until_lost(
+    script: list[tuple[float, Answer]], *, lease_duration: float, renew_deadline: float, retry_period: float
+) -> _Leadership:
+    """Acquire the Lease, run work that only ends when cancelled, and renew until the elector
+    gives up: the same two steps as LeaderElector.run, without its watch of the Lease."""
+    term = _Leadership(_ScriptedLeaseApi(script))
+    losses_before = _losses()
+
+    async def scenario() -> None:
+        candidate = LeaderElector(
+            term.api,  # type: ignore[arg-type]
+            namespace="ops",
+            name="secrets-operator",
+            identity=ME,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+            clock=anyio.current_time,
+        )
+
+        async def work() -> None:
+            term.work_started_at = anyio.current_time()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                term.work_cancelled_at = anyio.current_time()
+
+        with anyio.fail_after(10 * lease_duration):  # virtual seconds: a leader that never stops
+            await candidate._acquire()
+            term.acquired_at = anyio.current_time()
+            await candidate._lead_until_lost(work)
+        term.lost_at = anyio.current_time()
+        term.leading_after, term.may_write_after = candidate.leading, candidate.may_write()
+
+    in_virtual_time(scenario)
+    term.losses_counted = _losses() - losses_before
+    return term
+
+
+@pytest.mark.parametrize("failing", [500, "unanswered"], ids=["renewals-refused", "renewals-unanswered"])
+def test_a_leader_that_cannot_renew_stops_its_work_at_the_renew_deadline(failing: Answer) -> None:
+    """Renewals succeed for a while, then fail. The work must be cancelled exactly RenewDeadline
+    after the start of the last successful renewal: later would eat into the margin before
+    another replica may take the Lease (it may at LeaseDuration, by its own clock); earlier
+    would give up while renewing could still save the term."""
+    ok: tuple[float, Answer] = (0.3, "ok")
+    fail: tuple[float, Answer] = (0.3, failing)
+    term = lead_until_lost([ok] * 4 + [fail], lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
+
+    last_renewal, method = term.api.last_success()
+    assert method == "PATCH", "the last success was a renewal"
+    assert last_renewal > term.acquired_at
+    deadline = last_renewal + 10.0
+    assert term.work_cancelled_at == pytest.approx(deadline, abs=1e-6), (
+        f"the work stopped {term.work_cancelled_at - last_renewal:.3f} s after the last successful "
+        f"renewal started; the renew deadline is 10 s (the lease duration 15 s)"
+    )
+    assert term.lost_at == pytest.approx(deadline, abs=1e-6)
+    assert (term.leading_after, term.may_write_after, term.losses_counted) == (False, False, 1)
+    # And it kept trying until then: the first failure came a RetryPeriod after the last success
+    # (which took 0.3 s); refused attempts are repeated every RetryPeriod/4 (+ 0.3 s) until the
+    # deadline; an unanswered one is waited for until the deadline.
+    attempts = [started for started, _, answer in term.api.writes if answer != "ok"]
+    assert attempts[0] == pytest.approx(last_renewal + 0.3 + 2.0)
+    if failing == "unanswered":
+        assert len(attempts) == 1
+    else:
+        gaps = [later - earlier for earlier, later in itertools.pairwise([*attempts, deadline])]
+        assert max(gaps) <= 0.5 + 0.3 + 1e-6, f"renewal attempts {attempts} until {deadline}"
