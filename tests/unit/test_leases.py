@@ -696,3 +696,23 @@ def test_a_leader_that_cannot_renew_stops_its_work_at_the_renew_deadline(failing
     else:
         gaps = [later - earlier for earlier, later in itertools.pairwise([*attempts, deadline])]
         assert max(gaps) <= 0.5 + 0.3 + 1e-6, f"renewal attempts {attempts} until {deadline}"
+
+
+def test_a_slow_acquisition_does_not_push_the_step_down_past_the_renew_deadline() -> None:
+    """The acquiring write is answered after 1.5 s (under the client's 2 x RetryPeriod timeout);
+    no renewal succeeds after it. The first renewal is due a RetryPeriod after that answer, past
+    the deadline counted from the acquisition's start, as the settings allow when RenewDeadline
+    < RetryPeriod + the time an acquisition may take. The work must stop at the deadline all the
+    same, not whenever the elector wakes up to renew. (Renewals cannot be that slow: each is cut
+    at the deadline; acquiring has none.)"""
+    script: list[tuple[float, Answer]] = [(1.5, "ok"), (0.2, 500)]
+    term = lead_until_lost(script, lease_duration=4.0, renew_deadline=3.0, retry_period=2.0)
+
+    acquired, method = term.api.last_success()
+    assert method == "POST", "no renewal succeeded"
+    assert term.work_started_at == pytest.approx(acquired + 1.5)
+    assert term.work_cancelled_at == pytest.approx(acquired + 3.0, abs=1e-6), (
+        f"the work stopped {term.work_cancelled_at - acquired:.3f} s after the acquisition started; "
+        f"the renew deadline is 3 s"
+    )
+    assert (term.leading_after, term.may_write_after, term.losses_counted) == (False, False, 1)

@@ -303,7 +303,11 @@ class LeaderElector:
 
     async def _renew_until_lost(self) -> None:
         while True:
-            await anyio.sleep(self.retry_period)
+            # The next renewal is due a RetryPeriod from now, unless the deadline comes first: an
+            # acquisition has no deadline of its own, and one that took longer than RenewDeadline -
+            # RetryPeriod would otherwise keep the work running past the deadline.
+            until_deadline = self._renewed_at + self.renew_deadline - self.clock()
+            await anyio.sleep(min(self.retry_period, max(0.0, until_deadline)))
             while True:
                 self.heartbeat = self.clock()
                 remaining = self._renewed_at + self.renew_deadline - self.clock()
