@@ -30,8 +30,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # The runtime dependencies, exactly as locked (hashes required, wheels only, for the target's
 # machine and this Python), into a virtualenv without pip. The final stage's Python is this one
-# on the target platform, at the same path, so the venv's links and the .pyc files (hash-checked
-# under SOURCE_DATE_EPOCH, so two builds of one commit install the same bytes) hold there too.
+# on the target platform, at the same path, so the venv's links and the .pyc files hold there
+# too. pip --target unpacks in a temporary directory whose name would end up in every .pyc, so
+# they are compiled in place afterwards, hash-checked: two builds of one commit install the same
+# bytes (an end-to-end test compares them).
 COPY requirements.lock ./
 RUN set -eu; \
     arch="${TARGETARCH:-$(dpkg --print-architecture)}"; \
@@ -40,11 +42,12 @@ RUN set -eu; \
     python -m venv --without-pip /opt/secrets-operator; \
     site="$(/opt/secrets-operator/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; \
     version="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; \
-    python -m pip install --require-hashes --only-binary=:all: --no-deps --target "$site" \
+    python -m pip install --require-hashes --only-binary=:all: --no-deps --no-compile --target "$site" \
       --implementation cp --python-version "$version" --abi "cp$(echo "$version" | tr -d .)" \
       --platform "manylinux_2_28_$machine" --platform "manylinux_2_17_$machine" \
       --platform "manylinux2014_$machine" -r requirements.lock; \
-    rm -rf "$site/bin"
+    rm -rf "$site/bin"; \
+    python -m compileall -q --invalidation-mode checked-hash "$site"
 RUN python -m pip install build==1.2.2
 COPY pyproject.toml README.md ./
 COPY src ./src
