@@ -112,6 +112,32 @@ async def _serve_signals(scope: anyio.CancelScope) -> None:
             return
 
 
+def assemble(
+    settings: Settings, kube: Kube, *, identity: str, lease_kube: Kube | None
+) -> tuple[Controller, LeaderElector | None]:
+    """The controller ``run`` starts and, given a client for the Lease, the elector its writer obeys.
+
+    Every write the controller makes first asks the elector's ``write_budget`` whether this
+    replica still leads (``writing.leadership_guard``): that is what stops a replica that lost the
+    Lease from writing. ``run`` and its unit test both build the two here, so the test proves the
+    wiring ``run`` uses, not a copy of it.
+    """
+    controller = Controller(settings, kube, identity=identity)
+    if lease_kube is None:
+        return controller, None
+    elector = LeaderElector(
+        lease_kube,
+        namespace=settings.resolved_lease_namespace(),
+        name=settings.lease_name,
+        identity=identity,
+        lease_duration=settings.lease_duration_seconds,
+        renew_deadline=settings.renew_deadline_seconds,
+        retry_period=settings.retry_period_seconds,
+    )
+    controller.write_guard = leadership_guard(elector.write_budget)
+    return controller, elector
+
+
 async def run(settings: Settings) -> int:
     identity = settings.resolved_identity()
     # Every informer holds one connection for its watch; writes need their own. Leader election
@@ -122,8 +148,6 @@ async def run(settings: Settings) -> int:
         burst=settings.api_burst,
         max_connections=watches + settings.max_concurrent_writes + 8,
     )
-    controller = Controller(settings, kube, identity=identity)
-    elector: LeaderElector | None = None
     lease_kube: Kube | None = None
     if settings.leader_election:
         lease_kube = await Kube.connect(
@@ -132,16 +156,7 @@ async def run(settings: Settings) -> int:
             max_connections=leases.CLIENT_CONNECTIONS,
             user_agent=leases.CLIENT_USER_AGENT,
         )
-        elector = LeaderElector(
-            lease_kube,
-            namespace=settings.resolved_lease_namespace(),
-            name=settings.lease_name,
-            identity=identity,
-            lease_duration=settings.lease_duration_seconds,
-            renew_deadline=settings.renew_deadline_seconds,
-            retry_period=settings.retry_period_seconds,
-        )
-        controller.write_guard = leadership_guard(elector.write_budget)
+    controller, elector = assemble(settings, kube, identity=identity, lease_kube=lease_kube)
     elector_stuck_after = max(30.0, 10 * settings.retry_period_seconds)
 
     def ready() -> tuple[bool, str]:

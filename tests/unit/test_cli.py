@@ -4,8 +4,9 @@ A Deployment with a typo in its env must stop with exit status 2 and one line th
 variable (that line is what ``kubectl logs`` shows in a crash loop), never start with a silently
 different configuration or bury the cause in a traceback. ``--help`` is the reference for every
 variable. The logs must be machine-readable JSON and must never carry Secret data, which
-kubernetes_asyncio prints at DEBUG. These tests run the real ``python -m secrets_operator`` as a
-subprocess with a scrubbed environment; none of them needs a cluster.
+kubernetes_asyncio prints at DEBUG. ``run`` must wire the elector into the writer: a replica that
+lost the Lease must not send a single write. Most of these tests run the real
+``python -m secrets_operator`` as a subprocess with a scrubbed environment; none needs a cluster.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, cast
 
+import aiohttp
 import pytest
+from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client import rest as kube_rest
 
 from secrets_operator import logs
+from secrets_operator.kube.client import ApiError, Kube
 from secrets_operator.settings import ENV_PREFIX, Settings
 
 VALID = {"BLUEPRINTS": "auth/htpasswd"}
@@ -302,3 +307,71 @@ async def test_check_counts_a_stale_copy_against_exit_0_and_shows_it_with_proble
     assert ("old-team", "stale") in shown
     assert (("team-a", "in_sync") in shown) is not problems_only
     assert "1 stale" in err
+
+
+# -- run: every write asks the elector first
+
+
+class _Transport(Kube):
+    """A Kube whose requests go through ``Kube.request`` (rate limit, guard, timeout) and end here:
+    each one that would leave the process is recorded and answered with an empty object."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(ApiClient, None))
+        self.sent: list[tuple[str, str]] = []
+
+    async def _send(self, method: str, path: str, **_: Any) -> aiohttp.ClientResponse:
+        self.sent.append((method, path))
+        return cast(aiohttp.ClientResponse, _Answer())
+
+
+class _Answer:
+    async def read(self) -> bytes:
+        return b"{}"
+
+    def release(self) -> None:
+        pass
+
+
+class _Lease:
+    """The Lease API as the elector's first acquisition sees it: no Lease yet, the create accepted."""
+
+    async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> dict[str, Any]:
+        if method == "GET":
+            raise ApiError(method=method, path=path, status=404, reason="NotFound")
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
+
+
+async def test_run_wires_the_writer_so_that_a_replica_without_a_write_budget_sends_no_write() -> None:
+    """The writer as ``run`` builds it: a replica that never led, or whose renew deadline has
+    passed, gets NotLeaderError and its write never reaches the API server."""
+    from secrets_operator import cli as command
+    from secrets_operator.model import Action, ActionKind, BlueprintRef
+    from secrets_operator.planning import BlueprintSpec
+    from secrets_operator.writing import NotLeaderError
+
+    ref = BlueprintRef("auth", "htpasswd")
+    settings = Settings(blueprints=(BlueprintSpec(ref),), lease_namespace="ops")
+    api = _Transport()
+    controller, elector = command.assemble(
+        settings, api, identity="replica-a", lease_kube=cast(Kube, _Lease())
+    )
+    assert elector is not None
+    now = [1000.0]
+    elector.clock = lambda: now[0]
+    copy = {"metadata": {"name": ref.name, "namespace": "team-a"}, "type": "Opaque", "data": {}}
+    action = Action(ActionKind.CREATE, "team-a", ref.name, ref, "copy missing", body=copy)
+
+    with pytest.raises(NotLeaderError):  # has not led yet
+        await controller.apply(action)
+    assert api.sent == []
+
+    assert (await elector._attempt())[0] == "acquired"
+    elector.leading = True  # what LeaderElector.run does once the Lease is acquired
+    await controller.apply(action)  # the leader's write goes out: the fake can see one
+    assert api.sent == [("POST", "/api/v1/namespaces/team-a/secrets")]
+
+    now[0] += settings.renew_deadline_seconds  # no renewal since: the deadline has come
+    with pytest.raises(NotLeaderError):
+        await controller.apply(action)
+    assert api.sent == [("POST", "/api/v1/namespaces/team-a/secrets")], "a write went out after the deadline"
