@@ -34,6 +34,7 @@ from secrets_operator.kube.leases import (
     parse_microtime,
     released,
 )
+from secrets_operator.writing import NotLeaderError, leadership_guard
 
 ME = "replica-a"
 OTHER = "replica-b"
@@ -523,6 +524,23 @@ async def test_a_replica_that_is_not_leading_may_not_write_even_within_the_deadl
 
     assert candidate.may_write() is False
     assert candidate.write_budget() is None
+
+
+async def test_the_write_guard_refuses_every_write_the_elector_has_no_budget_for() -> None:
+    """What the writer calls before each request (cli.assemble wires it): not yet leading, or past
+    the renew deadline, it raises; in between it bounds the write by the time left."""
+    candidate, clock, _ = leader_with_clock()
+    guard = leadership_guard(candidate.write_budget)
+    with pytest.raises(NotLeaderError):
+        guard()
+
+    assert (await candidate._attempt())[0] == "acquired"
+    candidate.leading = True
+    assert guard() == pytest.approx(10.0)
+
+    clock.now += 10.0  # the renew deadline, with no renewal since
+    with pytest.raises(NotLeaderError):
+        guard()
 
 
 # -- stepping down: a leader that cannot renew stops its work at the renew deadline
