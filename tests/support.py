@@ -1,4 +1,5 @@
-"""Helpers the tests share: the server's minor, ServiceAccount kubeconfigs, digests of a canary.
+"""Helpers the tests share: the server's minor, ServiceAccount kubeconfigs, digests of a canary,
+and the API server's optimistic concurrency for fake API servers.
 
 Waiting for a condition is ``tools.waiting.wait_for``, which the tools use too.
 """
@@ -7,11 +8,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
+
+from secrets_operator.kube.client import ApiError
 
 
 async def server_minor(api: ApiClient) -> int:
@@ -91,3 +96,47 @@ def data_digests(secret_type: str, data: dict[str, str]) -> dict[str, str]:
             ).hexdigest()
             found[f"{algorithm} of {key} (base64)"] = hashlib.new(algorithm, value.encode()).hexdigest()
     return found
+
+
+def precondition_failed(method: str, path: str, stored: Mapping[str, Any], body: Any) -> ApiError | None:
+    """The 409 the API server answers a conditional write of ``stored`` with; None if it may go on.
+
+    A PATCH or PUT whose ``metadata.resourceVersion``, or a DELETE whose DeleteOptions'
+    ``preconditions`` (resourceVersion, uid), differ from the stored object's is refused: the
+    object changed since the writer read it. A write that states none is unconditional, as on the
+    API server: a writer that forgets its precondition must be seen overwriting (or deleting) what
+    another writer put there meanwhile, as it would on a cluster, not refused as if it had one.
+    """
+    resource, name = path.rstrip("/").split("/")[-2:]
+    meta = stored.get("metadata") or {}
+    options: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+    if method in ("PATCH", "PUT"):
+        wanted = (options.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != meta.get("resourceVersion"):
+            return _conflict(
+                method,
+                path,
+                f'on {resource} "{name}": the object has been modified; please '
+                "apply your changes to the latest version and try again",
+            )
+    elif method == "DELETE":
+        for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            wanted = (options.get("preconditions") or {}).get(field)
+            if wanted and wanted != meta.get(field):
+                return _conflict(
+                    method,
+                    path,
+                    f'on {resource} "{name}": Precondition failed: {label} in precondition: {wanted}, '
+                    f"{label} in object meta: {meta.get(field, '')}",
+                )
+    return None
+
+
+def _conflict(method: str, path: str, what: str) -> ApiError:
+    return ApiError(
+        method=method,
+        path=path,
+        status=409,
+        reason="Conflict",
+        message=f"Operation cannot be fulfilled {what}",
+    )

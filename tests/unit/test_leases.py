@@ -8,11 +8,14 @@ MicroTime is written and read, the Kubernetes field names, and the timing rule t
 to start without. The renew loop itself runs on an event loop whose clock jumps from timer to timer,
 so when a leader that cannot renew stops its work is checked to the instant: at RenewDeadline after
 its last successful renewal, not at LeaseDuration, when another replica may already have taken over.
+The fake Lease API answers writes as the API server does (409 for a write based on another
+version): two candidates racing for an expired Lease must leave exactly one leader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime
 import itertools
@@ -35,6 +38,7 @@ from secrets_operator.kube.leases import (
     released,
 )
 from secrets_operator.writing import NotLeaderError, leadership_guard
+from tests.support import precondition_failed
 
 ME = "replica-a"
 OTHER = "replica-b"
@@ -418,23 +422,60 @@ async def test_there_is_nothing_to_release_without_a_lease_of_our_own(observed: 
 
 
 class _LeaseApi:
-    """An API server holding one Lease (absent at first); every write takes ``took`` seconds."""
+    """An API server holding one Lease (absent at first), with the API server's optimistic
+    concurrency: a write based on another version than the stored one gets 409 Conflict
+    (``precondition_failed``), a second create 409 AlreadyExists. Every write takes ``took``
+    seconds on ``clock``; ``writes`` logs each one: its method, the holder it wrote, its status."""
 
-    def __init__(self, clock: FakeClock, *, took: float = 0.0) -> None:
+    def __init__(self, clock: FakeClock | None = None, *, took: float = 0.0) -> None:
         self.clock, self.took = clock, took
+        self.lease: dict[str, Any] | None = None
         self.version = 0
         self.fail_with: int | None = None
+        self.writes: list[tuple[str, str, int]] = []
 
-    async def request(self, method: str, path: str, *, body: object = None, **_: object) -> dict[str, object]:
-        if method != "GET":
+    async def request(self, method: str, path: str, *, body: Any = None, **_: object) -> dict[str, Any]:
+        if method != "GET" and self.clock is not None:
             self.clock.now += self.took
         if self.fail_with is not None:
             raise ApiError(method=method, path=path, status=self.fail_with, reason="InternalError")
         if method == "GET":
-            raise ApiError(method=method, path=path, status=404, reason="NotFound")
-        assert isinstance(body, dict)
+            if self.lease is None:
+                raise ApiError(method=method, path=path, status=404, reason="NotFound")
+            return copy.deepcopy(self.lease)
+        holder = ((body or {}).get("spec") or {}).get("holderIdentity") or ""
+        try:
+            self.lease = self._write(method, path, body)
+        except ApiError as exc:
+            self.writes.append((method, holder, exc.status))
+            raise
+        self.writes.append((method, holder, 200))
+        return (
+            copy.deepcopy(self.lease) if self.lease is not None else {"kind": "Status", "status": "Success"}
+        )
+
+    def _write(self, method: str, path: str, body: Any) -> dict[str, Any] | None:
+        if method == "POST":
+            if self.lease is not None:
+                raise ApiError(method=method, path=path, status=409, reason="AlreadyExists")
+            stored = {**body, "metadata": dict(body["metadata"])}
+        else:
+            if self.lease is None:
+                raise ApiError(method=method, path=path, status=404, reason="NotFound")
+            refused = precondition_failed(method, path, self.lease, body)
+            if refused is not None:
+                raise refused
+            if method == "DELETE":
+                return None
+            stored = copy.deepcopy(self.lease)
+            if method == "PUT":
+                stored["spec"] = dict(body["spec"])
+            else:  # a merge patch of the spec
+                merged = {**stored.get("spec", {}), **body.get("spec", {})}
+                stored["spec"] = {key: value for key, value in merged.items() if value is not None}
         self.version += 1
-        return {"metadata": {"name": "secrets-operator", "resourceVersion": str(self.version)}, **body}
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        return stored
 
 
 def leader_with_clock(took: float = 0.0) -> tuple[LeaderElector, FakeClock, _LeaseApi]:
@@ -734,3 +775,67 @@ def test_a_slow_acquisition_does_not_push_the_step_down_past_the_renew_deadline(
         f"the renew deadline is 3 s"
     )
     assert (term.leading_after, term.may_write_after, term.losses_counted) == (False, False, 1)
+
+
+# -- two candidates, one Lease
+
+
+def test_of_two_candidates_racing_for_an_expired_lease_exactly_one_takes_it() -> None:
+    """Both read the Lease a third replica holds, both wait for its claim to lapse and both try to
+    take it at that instant, from the version they read. Only the resourceVersion the write
+    carries makes the API server refuse the second: the loser must get 409 and not lead, and
+    must see the winner's claim when it reads the Lease again."""
+    api = _LeaseApi()
+    api.version = 7
+    api.lease = {
+        "metadata": {"name": "secrets-operator", "namespace": "ops", "resourceVersion": "7"},
+        "spec": held(holder="replica-c", duration=15, transitions=3).spec(),
+    }
+    candidates: dict[str, LeaderElector] = {}
+    # who acquired, when, and whether it then considered itself the writer
+    acquired: list[tuple[str, float, bool]] = []
+    loser_after: list[tuple[bool, bool, float | None]] = []
+
+    async def scenario() -> None:
+        async def campaign(candidate: LeaderElector) -> None:
+            await candidate._acquire()
+            acquired.append((candidate.identity, anyio.current_time(), candidate.may_write()))
+
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tasks:
+            for identity in (ME, OTHER):
+                candidates[identity] = LeaderElector(
+                    api,  # type: ignore[arg-type]
+                    namespace="ops",
+                    name="secrets-operator",
+                    identity=identity,
+                    lease_duration=15,
+                    renew_deadline=10,
+                    retry_period=2,
+                    clock=anyio.current_time,
+                )
+                tasks.start_soon(campaign, candidates[identity])
+            # The winner does not renew here, so its own claim lapses 15 s after it took it (and
+            # the loser, which re-reads it within 2.4 s, may take it then): stop well before that.
+            await anyio.sleep(15 + 13)
+            tasks.cancel_scope.cancel()
+        assert acquired, "nobody took the expired Lease"
+        assert acquired[0][1] == pytest.approx(started + 15, abs=0.01), "taken when the claim lapsed"
+        for candidate in candidates.values():
+            if candidate.identity != acquired[0][0]:
+                loser_after.append((candidate.leading, candidate.may_write(), candidate.write_budget()))
+
+    in_virtual_time(scenario)
+
+    assert len(acquired) == 1, f"both candidates acquired the Lease: {acquired}"
+    winner = acquired[0][0]
+    (loser,) = {ME, OTHER} - {winner}
+    assert acquired[0][2] is True, "the winner may write"
+    assert loser_after == [(False, False, None)], "the loser considers itself the leader"
+    assert api.writes == [("PATCH", winner, 200), ("PATCH", loser, 409)], "both tried, from one version"
+    assert api.lease is not None
+    assert api.lease["spec"]["holderIdentity"] == winner
+    assert api.lease["spec"]["leaseTransitions"] == 4
+    record = candidates[loser].observation.record
+    assert record is not None
+    assert record.holder == winner, "the loser read the Lease again after its 409"
