@@ -3,13 +3,16 @@
 A mutating webhook that changes data on every write (a timestamp, a nonce) must not have a
 namespace rewritten at the client's full rate; a 429 is neither a success nor a failure; a 404
 is not a conflict; problems in many namespaces make a few Events, sent off the write path, and
-only on the blueprints concerned. The fake stands in for the API server's answers and for the
-watch events the operator's own writes cause, so the loop runs exactly as it does in production.
+only on the blueprints concerned; a copy someone took over after the pass read it is neither
+overwritten nor pruned (its write carries the version it was planned from). The fake stands in
+for the API server's answers and for the watch events the operator's own writes cause, so the
+loop runs exactly as it does in production.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import itertools
 import time
@@ -26,11 +29,12 @@ from secrets_operator import controller as controller_module
 from secrets_operator import metrics, pacing
 from secrets_operator.controller import Controller
 from secrets_operator.kube.client import JSON, ApiError, Kube
-from secrets_operator.model import BlueprintRef, Kind, NamespaceInfo
+from secrets_operator.model import EXCLUDE_LABEL, MANAGED_BY_LABEL, BlueprintRef, Kind, NamespaceInfo
 from secrets_operator.queue import WorkQueue
 from secrets_operator.reporting import Digest
 from secrets_operator.settings import load
 from secrets_operator.trimming import trim_blueprint
+from tests.support import precondition_failed
 from tools.waiting import wait_for
 
 AUTH = BlueprintRef("home", "auth")
@@ -43,7 +47,8 @@ def sample(name: str, **labels: str) -> float:
 
 class FakeApi(Kube):
     """Answers the controller's requests like an API server, and feeds the copies' watch events
-    back (while the writing worker still holds the namespace, as a fast watch would)."""
+    back (while the writing worker still holds the namespace, as a fast watch would). A PATCH or
+    DELETE of a copy changed since the version it names gets 409, as from the API server."""
 
     def __init__(self) -> None:
         super().__init__(cast(ApiClient, None))
@@ -86,8 +91,14 @@ class FakeApi(Kube):
         parts = path.split("/")
         namespace = parts[4]
         name = parts[6] if len(parts) > 6 else body["metadata"]["name"]
+        if method in ("PATCH", "DELETE"):
+            if (namespace, name) not in self.secrets:
+                raise ApiError(method=method, path=path, status=404, reason="NotFound")
+            refused = precondition_failed(method, path, self.secrets[(namespace, name)], body)
+            if refused is not None:
+                raise refused
         if method == "DELETE":
-            self.secrets.pop((namespace, name), None)
+            self.secrets.pop((namespace, name))
             self._changed(namespace, name)
             return {}
         if method == "POST":
@@ -545,3 +556,80 @@ async def test_a_new_leadership_term_forgets_the_namespaces_seen_created(api: Fa
     controller._created["gone"] = time.monotonic()
     async with leading(api):
         await wait_for(now(lambda: not controller._created), timeout=2, what="a clean slate")
+
+
+# -- a copy someone else changed after the pass planned from it
+
+
+def taken_over(api: FakeApi, namespace: str, name: str) -> JSON:
+    """Someone else takes the copy over (drops the operator's label, writes data of its own);
+    the watch has not shown it yet, so the cache still holds the version the next pass plans from."""
+    secret = copy.deepcopy(api.secrets[(namespace, name)])
+    del secret["metadata"]["labels"][MANAGED_BY_LABEL]
+    secret["data"] = {"key": base64.b64encode(b"theirs").decode()}
+    secret["metadata"]["resourceVersion"] = str(next(api._versions))
+    api.secrets[(namespace, name)] = secret
+    return copy.deepcopy(secret)
+
+
+async def test_an_update_of_a_copy_taken_over_meanwhile_is_refused_and_leaves_it_alone(api: FakeApi) -> None:
+    controller = api.controller
+    assert controller is not None
+    controller.active = True
+    add_namespaces(api, "team")
+    assert await controller.reconcile("team", time.monotonic()) == "success"
+    edited = api.secrets[("team", "auth")]
+    edited["data"] = {"key": base64.b64encode(b"drifted").decode()}
+    edited["metadata"]["resourceVersion"] = str(next(api._versions))
+    api._changed("team", "auth")  # the watch shows the drift: the next pass updates the copy
+    theirs = taken_over(api, "team", "auth")
+    conflicts = sample("secrets_operator_writes_total", kind="Secret", action="update", result="conflict")
+
+    outcome = await controller.reconcile("team", time.monotonic())
+
+    assert api.writes[-1][1:] == ("PATCH", "/api/v1/namespaces/team/secrets/auth")
+    assert api.secrets[("team", "auth")] == theirs, "the update overwrote a copy it had not seen"
+    assert outcome == "error"  # retried with backoff
+    assert (
+        sample("secrets_operator_writes_total", kind="Secret", action="update", result="conflict")
+        == conflicts + 1
+    )
+    api._changed("team", "auth")  # the watch catches up: no longer the operator's copy
+    writes = len(api.writes)
+    assert await controller.reconcile("team", time.monotonic()) == "success"
+    assert len(api.writes) == writes
+    assert api.secrets[("team", "auth")] == theirs
+    assert {row.name: str(row.state) for row in controller.plan("team").rows}["auth"] == "conflict"
+
+
+async def test_a_prune_of_a_copy_taken_over_meanwhile_is_refused_and_leaves_it_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SECRETS_OPERATOR_BLUEPRINTS", "home/auth,home/registry")
+    monkeypatch.setenv("SECRETS_OPERATOR_PRUNE", "true")
+    api = with_blueprints(FakeApi())
+    controller = api.controller
+    assert controller is not None
+    controller.active = True
+    add_namespaces(api, "team")
+    assert await controller.reconcile("team", time.monotonic()) == "success"
+    theirs = taken_over(api, "team", "auth")
+    controller.namespaces.store["team"] = NamespaceInfo("team", {EXCLUDE_LABEL: "true"})  # opts out
+    conflicts = sample("secrets_operator_writes_total", kind="Secret", action="delete", result="conflict")
+
+    outcome = await controller.reconcile("team", time.monotonic())
+
+    deletes = [path for _, method, path in api.writes if method == "DELETE"]
+    assert sorted(deletes) == [f"/api/v1/namespaces/team/secrets/{name}" for name in ("auth", "registry")]
+    assert api.secrets.get(("team", "auth")) == theirs, "the prune deleted a Secret it no longer owned"
+    assert outcome == "error"  # retried with backoff
+    assert ("team", "registry") not in api.secrets, "the copy still ours is pruned"
+    assert (
+        sample("secrets_operator_writes_total", kind="Secret", action="delete", result="conflict")
+        == conflicts + 1
+    )
+    api._changed("team", "auth")  # the watch catches up: no longer the operator's copy
+    writes = len(api.writes)
+    assert await controller.reconcile("team", time.monotonic()) == "success"
+    assert len(api.writes) == writes
+    assert api.secrets.get(("team", "auth")) == theirs
