@@ -8,16 +8,19 @@ could have expired, a killed leader's Lease only once it has.
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import anyio
 from kubernetes_asyncio import client
 
 from secrets_operator.kube.client import Kube
-from secrets_operator.kube.leases import LeaderElector
+from secrets_operator.kube.leases import LeaderElector, format_microtime
 from tests.faults import FaultProxy
 from tests.integration.conftest import Scenario, StartProxy
 from tools.operator_process import OperatorProcess
@@ -261,6 +264,67 @@ async def test_a_leader_whose_last_renewal_went_unanswered_still_releases_the_le
     finally:
         await kube.close()
         await lease_api.delete_namespaced_lease(scenario.prefix, "default")
+
+
+def _lease_racer(kubeconfig: str, lease: str, identity: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "tests.integration.lease_racer", kubeconfig, "default", lease, identity]
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+async def test_of_two_processes_racing_for_an_expired_lease_exactly_one_takes_it(scenario: Scenario) -> None:
+    """Twenty times: two candidates, each in its own process, read the Lease of a holder that
+    stopped renewing, wait out its claim and write at the same moment with the same
+    resourceVersion. The API server takes exactly one write; the other candidate is refused (409)
+    and does not lead."""
+    lease_api = client.CoordinationV1Api(scenario.api)
+    name = scenario.prefix
+    await lease_api.create_namespaced_lease(
+        "default",
+        client.V1Lease(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1LeaseSpec(holder_identity="gone", lease_duration_seconds=1),
+        ),
+    )
+    racers = {
+        identity: _lease_racer(str(scenario.cluster.kubeconfig), name, identity)
+        for identity in ("racer-a", "racer-b")
+    }
+
+    async def tell_all(word: str) -> dict[str, str]:
+        for racer in racers.values():
+            assert racer.stdin is not None
+            racer.stdin.write(f"{word}\n")
+            racer.stdin.flush()
+        said = {}
+        with anyio.fail_after(30):
+            for identity, racer in racers.items():
+                assert racer.stdout is not None
+                said[identity] = (await anyio.to_thread.run_sync(racer.stdout.readline)).strip()
+        return said
+
+    winners = []
+    try:
+        for round in range(20):
+            # The last winner stops renewing: its claim lapses one second after it is read.
+            now = format_microtime(datetime.datetime.now(datetime.UTC))
+            await lease_api.patch_namespaced_lease(
+                name, "default", {"spec": {"holderIdentity": f"gone-{round}", "leaseDurationSeconds": 1,
+                                           "renewTime": now}},
+            )  # fmt: skip
+            assert await tell_all("read") == {"racer-a": "ready", "racer-b": "ready"}
+            results = await tell_all("go")
+            assert sorted(results.values()) == ["acquired", "failed"], f"round {round}: {results}"
+            (winner,) = [identity for identity, result in results.items() if result == "acquired"]
+            lease = await lease_api.read_namespaced_lease(name, "default")
+            assert lease.spec.holder_identity == winner, f"round {round}"
+            winners.append(winner)
+    finally:
+        for racer in racers.values():
+            assert racer.stdin is not None
+            racer.stdin.close()
+            await anyio.to_thread.run_sync(functools.partial(racer.wait, timeout=30))
+        await lease_api.delete_namespaced_lease(name, "default")
+    print(f"two-process Lease races: {len(winners)}, won by racer-a {winners.count('racer-a')} times")
 
 
 async def test_lease_renewals_go_out_on_time_while_writes_wait_for_the_shared_rate_limit(
