@@ -16,17 +16,18 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
+from secrets_operator.names import is_dns_subdomain
+
 Operator = Literal["=", "!=", "in", "notin", "exists", "!exists", "gt", "lt"]
 
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _NAME_RE = re.compile(rf"^{_NAME}$")
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SPECIALS = set(",()=!<>") | set(" \t\r\n")
 
 
 def validate_label_key(key: str) -> None:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(prefix)):
+    if slash and not is_dns_subdomain(prefix):
         raise ValueError(f"invalid label key {key!r}: prefix must be a DNS subdomain")
     if not name or len(name) > 63 or not _NAME_RE.fullmatch(name):
         raise ValueError(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import socket
 from collections.abc import Mapping
@@ -25,13 +24,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from secrets_operator.model import BlueprintRef, Kind
+from secrets_operator.names import check_namespace_name, check_object_name, cut, quote
 from secrets_operator.planning import BlueprintSpec, Policy
 from secrets_operator.selectors import LabelSelector, parse_label_selector
 
 ENV_PREFIX = "SECRETS_OPERATOR_"
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class ConfigError(ValueError):
@@ -44,27 +42,13 @@ def _split(value: Any) -> Any:
     return value
 
 
-def _check_namespace(name: str, what: str) -> None:
-    if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
-        raise ValueError(f"{what} {_quote(name)} is not a valid namespace name (lowercase DNS label)")
-
-
-def _check_secret_name(name: str) -> None:
-    _check_object_name(name, Kind.SECRET)
-
-
-def _check_object_name(name: str, kind: Kind) -> None:
-    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ValueError(f"{_quote(name)} is not a valid {kind} name (lowercase DNS subdomain)")
-
-
 def parse_blueprint(text: str, kind: Kind = Kind.SECRET) -> BlueprintRef:
     """``namespace/name`` as the reference to a blueprint of ``kind``; ValueError if malformed."""
     namespace, slash, name = text.partition("/")
     if not slash or not namespace or not name or "/" in name:
-        raise ValueError(f"{_quote(text)} is not of the form namespace/name")
-    _check_namespace(namespace, "namespace")
-    _check_object_name(name, kind)
+        raise ValueError(f"{quote(text)} is not of the form namespace/name")
+    check_namespace_name(namespace, "namespace")
+    check_object_name(name, kind)
     return BlueprintRef(namespace, name, kind)
 
 
@@ -80,25 +64,14 @@ BLUEPRINT_KEYS = (
     "excludeNamespaces",
     "previousTargetNames",
 )
-#: How much of an item (or of a value in it) an error message shows: the variable may be huge.
-_SHOWN = 120
-
-
-def _cut(text: str, limit: int = _SHOWN) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _quote(text: str) -> str:
-    """``repr`` (one line: newlines and other separators are escaped), cut short."""
-    return _cut(repr(text))
 
 
 def _show(value: Any) -> str:
     """A blueprint item as error messages show it: JSON, ASCII-escaped (so one line), cut short."""
     try:
-        return _cut(json.dumps(value, default=str))
+        return cut(json.dumps(value, default=str))
     except ValueError:  # a circular structure, from code
-        return _cut(repr(value))
+        return cut(repr(value))
 
 
 def _json_type(value: Any) -> str:
@@ -129,7 +102,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, value in pairs:
         if key in found:
-            raise ValueError(f"key {_quote(key)} appears twice in one object")
+            raise ValueError(f"key {quote(key)} appears twice in one object")
         found[key] = value
     return found
 
@@ -139,10 +112,10 @@ RESERVED_CONFIG_MAP_NAMES = ("kube-root-ca.crt",)
 
 
 def _check_copy_name(name: str, kind: Kind) -> None:
-    _check_object_name(name, kind)
+    check_object_name(name, kind)
     if kind is Kind.CONFIG_MAP and name in RESERVED_CONFIG_MAP_NAMES:
         raise ValueError(
-            f"{_quote(name)} is published into every namespace by Kubernetes itself; "
+            f"{quote(name)} is published into every namespace by Kubernetes itself; "
             "a copy must never take that name"
         )
 
@@ -159,7 +132,7 @@ def _blueprint_items(value: str) -> list[Any]:
         near = value[max(0, exc.pos - 20) : exc.pos + 20]
         raise ValueError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos}), "
-            f"near {_quote(near)}"
+            f"near {quote(near)}"
         ) from None
     except RecursionError:
         raise ValueError("invalid JSON: nested too deeply") from None
@@ -192,7 +165,7 @@ def _globs(item: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
     for glob in globs:
         if not glob or glob != glob.strip():
             raise ValueError(
-                f"{key} glob {_quote(glob)} is empty or has spaces around it, so it matches no namespace"
+                f"{key} glob {quote(glob)} is empty or has spaces around it, so it matches no namespace"
             )
     return globs
 
@@ -201,7 +174,7 @@ def _blueprint_object(item: Mapping[str, Any]) -> BlueprintSpec:
     """The JSON form's object: every key checked for its type and value, unknown keys refused."""
     unknown = [key for key in item if key not in BLUEPRINT_KEYS]
     if unknown:
-        keys = _cut(", ".join(repr(key) for key in unknown))
+        keys = cut(", ".join(repr(key) for key in unknown))
         raise ValueError(
             f"unknown key{'s' if len(unknown) > 1 else ''} {keys} (allowed: {', '.join(BLUEPRINT_KEYS)})"
         )
@@ -231,7 +204,7 @@ def _blueprint_object(item: Mapping[str, Any]) -> BlueprintSpec:
         try:
             selector = parse_label_selector(text)
         except ValueError as exc:  # its message quotes the whole selector
-            raise ValueError(f"namespaceSelector: {str(exc).replace(repr(text), _quote(text))}") from None
+            raise ValueError(f"namespaceSelector: {str(exc).replace(repr(text), quote(text))}") from None
     include = _globs(item, "includeNamespaces")
     if include == ():
         raise ValueError(
@@ -315,7 +288,7 @@ def parse_blueprints(value: str | list[Any] | tuple[Any, ...]) -> tuple[Blueprin
             if other_number != number:
                 raise ValueError(
                     f"{_claim(other_number, other, name)} and {_claim(number, spec, name)} would both own "
-                    f"{spec.ref.kind}s named {_quote(name)}: two blueprints must not share a copy name, "
+                    f"{spec.ref.kind}s named {quote(name)}: two blueprints must not share a copy name, "
                     "or they would fight over the same copies"
                 )
     return tuple(spec for _, spec in numbered)
@@ -515,14 +488,14 @@ class Settings(BaseSettings):
     @field_validator("lease_name")
     @classmethod
     def _check_lease_name(cls, value: str) -> str:
-        _check_secret_name(value)
+        check_object_name(value, Kind.SECRET)
         return value
 
     @field_validator("lease_namespace")
     @classmethod
     def _check_lease_namespace(cls, value: str) -> str:
         if value:
-            _check_namespace(value, "namespace")
+            check_namespace_name(value, "namespace")
         return value
 
     @model_validator(mode="after")
