@@ -488,7 +488,7 @@ class Settings(BaseSettings):
     @field_validator("lease_name")
     @classmethod
     def _check_lease_name(cls, value: str) -> str:
-        check_object_name(value, Kind.SECRET)
+        check_object_name(value, "Lease")
         return value
 
     @field_validator("lease_namespace")

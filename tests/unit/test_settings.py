@@ -869,6 +869,14 @@ def test_lease_namespace_with_trailing_newline_is_rejected(env: pytest.MonkeyPat
     assert load_error().startswith(f"{PREFIX}LEASE_NAMESPACE: ")
 
 
+def test_a_bad_lease_name_is_called_a_lease_name(env: pytest.MonkeyPatch) -> None:
+    """The message names what was checked: the Lease's name, not a Secret's."""
+    env.setenv(f"{PREFIX}LEASE_NAME", "Bad_Name")
+    assert load_error() == (
+        f"{PREFIX}LEASE_NAME: 'Bad_Name' is not a valid Lease name (lowercase DNS subdomain)"
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("true", True), ("1", True), ("yes", True), ("false", False), ("0", False), ("off", False)],
