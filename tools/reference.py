@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
-from secrets_operator.settings import BLUEPRINT_KEYS, ENV_PREFIX, Settings
+from secrets_operator.blueprint_config import BLUEPRINT_KEYS
+from secrets_operator.settings import ENV_PREFIX, Settings
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

@@ -313,7 +313,7 @@ def test_the_chart_refuses_exactly_the_blueprint_lists_the_operator_refuses(
 ) -> None:
     """Two blueprints of one kind writing one name, or one blueprint configured twice otherwise:
     the operator refuses them at start, the chart already at install, naming them."""
-    from secrets_operator.settings import parse_blueprints
+    from secrets_operator.blueprint_config import parse_blueprints
 
     args = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION]
     done = helm(*args, *_blueprints(*blueprints), major=major)

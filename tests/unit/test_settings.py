@@ -21,10 +21,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from secrets_operator.blueprint_config import BLUEPRINT_KEYS
 from secrets_operator.model import BlueprintRef, Kind
 from secrets_operator.planning import BlueprintSpec
 from secrets_operator.selectors import parse_label_selector
-from secrets_operator.settings import BLUEPRINT_KEYS, ConfigError, Settings, load, parse_blueprints
+from secrets_operator.settings import ConfigError, Settings, load
 from tools import reference
 
 PREFIX = "SECRETS_OPERATOR_"
@@ -1024,30 +1025,3 @@ def test_settings_cannot_be_changed_after_loading(env: pytest.MonkeyPatch) -> No
     with pytest.raises(ValueError, match="frozen"):
         loaded.prune = True
     assert loaded.prune is False
-
-
-@pytest.mark.parametrize(
-    ("value", "complaint"),
-    [
-        ('[{"source": "a/x", "source": "b/y"}]', "key 'source' appears twice in one object"),
-        (
-            '[{"source": "a/x", "kind": "ConfigMap", "targetName": "kube-root-ca.crt"}]',
-            "published into every",
-        ),
-        ('[{"source": "a/kube-root-ca.crt", "kind": "ConfigMap"}]', "published into every"),
-        (
-            '[{"source": "a/x", "kind": "ConfigMap", "previousTargetNames": ["kube-root-ca.crt"]}]',
-            "published",
-        ),
-    ],
-)
-def test_repeated_keys_and_the_clusters_own_configmap_name_are_refused(value: str, complaint: str) -> None:
-    with pytest.raises(ValueError, match=complaint):
-        parse_blueprints(value)
-
-
-def test_a_target_name_equal_to_the_sources_name_is_the_default_not_another_option() -> None:
-    parsed = parse_blueprints('[{"source": "auth/htpasswd", "targetName": "htpasswd"}, "auth/htpasswd"]')
-    assert parsed == (BlueprintSpec(BlueprintRef("auth", "htpasswd")),)
-    # a Secret may be named like the ConfigMap Kubernetes publishes
-    assert parse_blueprints("a/kube-root-ca.crt")[0].target == "kube-root-ca.crt"
