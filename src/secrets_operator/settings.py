@@ -9,9 +9,6 @@ exit status 2 with that one line. Nothing here reads Secrets or talks to the clu
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,13 +16,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from secrets_operator.blueprint_config import parse_blueprints, split_list
+from secrets_operator.discovery import SERVICE_ACCOUNT_NAMESPACE_FILE, own_namespace, process_identity
 from secrets_operator.model import BlueprintRef
 from secrets_operator.names import check_namespace_name, check_object_name
 from secrets_operator.planning import BlueprintSpec, Policy
 from secrets_operator.selectors import LabelSelector, parse_label_selector
 
 ENV_PREFIX = "SECRETS_OPERATOR_"
-SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class ConfigError(ValueError):
@@ -272,33 +269,15 @@ class Settings(BaseSettings):
         )
 
     def resolved_lease_namespace(self, *, namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE) -> str:
-        if self.lease_namespace:
-            return self.lease_namespace
-        from_env = os.environ.get("POD_NAMESPACE", "").strip()
-        if from_env:
-            return from_env
-        try:
-            from_file = namespace_file.read_text().strip()
-        except OSError:
-            from_file = ""
-        return from_file or "default"
+        """LEASE_NAMESPACE, else the namespace this process runs in."""
+        return self.lease_namespace or own_namespace(namespace_file=namespace_file)
 
     def resolved_identity(self) -> str:
         """This process's identity in the Lease, the same for every call within one process.
 
-        As client-go's users do (kube-controller-manager: hostname + "_" + a UUID), a derived
-        identity carries a suffix drawn once per process: a container the kubelet restarts, or a
-        second `run` started in the same Pod, is a new candidate that must wait out the Lease,
-        never one that resumes a claim it did not make.
+        IDENTITY, else the name :func:`~secrets_operator.discovery.process_identity` draws for it.
         """
-        if self.identity:
-            return self.identity
-        base = os.environ.get("POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
-        return f"{base}_{_PROCESS_SUFFIX}"
-
-
-#: Drawn once when the process starts: what makes a derived identity unique to this process.
-_PROCESS_SUFFIX = secrets.token_hex(4)
+        return self.identity or process_identity()
 
 
 _SHOW_INPUT = {
