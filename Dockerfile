@@ -42,11 +42,12 @@ RUN set -eu; \
     python -m venv --without-pip /opt/secrets-operator; \
     site="$(/opt/secrets-operator/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; \
     version="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"; \
+    abi="$(python -c 'import sys; print("cp%d%d" % sys.version_info[:2])')"; \
     python -m pip install --require-hashes --only-binary=:all: --no-deps --no-compile --target "$site" \
-      --implementation cp --python-version "$version" --abi "cp$(echo "$version" | tr -d .)" \
+      --implementation cp --python-version "$version" --abi "$abi" \
       --platform "manylinux_2_28_$machine" --platform "manylinux_2_17_$machine" \
       --platform "manylinux2014_$machine" -r requirements.lock; \
-    rm -rf "$site/bin"; \
+    rm -rf "${site:?}/bin"; \
     python -m compileall -q --invalidation-mode checked-hash "$site"
 RUN python -m pip install build==1.2.2
 COPY pyproject.toml README.md ./
@@ -54,6 +55,8 @@ COPY src ./src
 RUN python -m build --wheel --outdir /dist \
     && python -m pip --python /opt/secrets-operator/bin/python install --no-deps /dist/secrets_operator-*.whl
 
+# Redundant for BuildKit, needed by the classic builder, which is given no --platform.
+# hadolint ignore=DL3065
 FROM --platform=${TARGETPLATFORM} ${PYTHON_IMAGE}
 ARG VERSION
 ARG REVISION=unknown
