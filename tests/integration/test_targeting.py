@@ -297,8 +297,13 @@ async def test_two_blueprints_writing_the_same_object_are_refused_at_start(scena
     assert await operator.wait_exit() == 2
     lines = [line for line in operator.log.splitlines() if line.strip()]
     assert len(lines) == 1, lines
-    assert "SECRETS_OPERATOR_BLUEPRINTS" in lines[0]
-    assert "shared" in lines[0]
+    # The whole line: both items, each by its source, and the name they would share.
+    assert lines == [
+        "secrets-operator: configuration error: SECRETS_OPERATOR_BLUEPRINTS: "
+        f"item 1 (Secret {scenario.home}/a) and item 2 (Secret {scenario.home}/b) would both own "
+        "Secrets named 'shared': two blueprints must not share a copy name, "
+        "or they would fight over the same copies"
+    ], lines
 
 
 # -- renamed copies
