@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from tests.e2e.conftest import Shipped, wait_until
 from tools.node import build_operator_image
@@ -73,6 +75,15 @@ def _namespace_with_copy(world: Shipped, name: str, *, timeout: float = 15) -> f
 
     wait_until(copied, timeout=timeout, what=f"the copy in {name}")
     return time.monotonic() - started
+
+
+def _samples(page: str) -> dict[str, list[Sample]]:
+    """A /metrics page's samples by sample name, as Prometheus parses them (no HELP or TYPE line)."""
+    samples: dict[str, list[Sample]] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
 
 
 def _parse(stamp: str) -> datetime.datetime:
@@ -358,11 +369,26 @@ def test_killing_the_leaders_process_restarts_it_and_hands_over(installed: Shipp
 def test_metrics_through_the_service_and_logs_are_json_without_secret_data(installed: Shipped) -> None:
     world = installed
     service = f"{RELEASE}-metrics"
-    metrics = world.kubectl(
-        "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/services/{service}:http-metrics/proxy/metrics"
-    )
-    assert "secrets_operator_leader" in metrics
-    assert "secrets_operator_writes_total" in metrics
+    _namespace_with_copy(world, "metrics")  # the leader has a write to count, whoever leads
+
+    def leaders_page() -> tuple[str, dict[str, list[Sample]]] | None:
+        """Samples by name from the endpoint the service picked: each request picks at random."""
+        page = world.kubectl(
+            "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/services/{service}:http-metrics/proxy/metrics"
+        )
+        samples = _samples(page)
+        assert len(samples.get("secrets_operator_leader", [])) == 1, (
+            f"no leader sample (HELP, TYPE do not count): {page}"
+        )
+        (leader,) = samples["secrets_operator_leader"]
+        assert leader.value in (0.0, 1.0), leader
+        return (page, samples) if leader.value == 1.0 else None
+
+    metrics, samples = wait_until(leaders_page, timeout=60, what="the service to reach the leader's /metrics")
+    created = {"kind": "Secret", "action": "create", "result": "success"}
+    writes = [s for s in samples.get("secrets_operator_writes_total", []) if s.labels == created]
+    assert len(writes) == 1, f"no {created} sample of writes_total on the leader's page: {metrics}"
+    assert writes[0].value >= 1, writes
     forms = {CANARY, base64.b64encode(CANARY.encode()).decode()}
     for pod in _ready_pods(world):
         log = world.kubectl("-n", NAMESPACE, "logs", pod["metadata"]["name"])
