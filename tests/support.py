@@ -19,6 +19,19 @@ from kubernetes_asyncio.client.rest import ApiException
 from secrets_operator.kube.client import ApiError
 
 
+def log_entries(log: str, message: str) -> list[dict[str, Any]]:
+    """The JSON log lines whose message is ``message`` exactly (not a longer one that contains it)."""
+    entries = []
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("message") == message:
+            entries.append(entry)
+    return entries
+
+
 async def server_minor(api: ApiClient) -> int:
     """The API server's Kubernetes minor (``"37"``, or ``"37+"`` on some distributions, gives 37)."""
     info = await client.VersionApi(api).get_code()

@@ -19,7 +19,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import LEGACY_HASH, MANAGED_BY, SOURCE, Scenario, StartProxy, b64
-from tests.support import data_digests, server_minor
+from tests.support import data_digests, log_entries, server_minor
 from tools.waiting import wait_for
 
 HTPASSWD = {"auth": "alice:$apr1$abc$xyz"}
@@ -439,7 +439,10 @@ async def test_missing_blueprint_is_reported_then_copied_once_created(scenario: 
         return (await operator.metrics()).value("secrets_operator_copies", state="blueprint_missing") >= 1
 
     await wait_for(reported, timeout=20, what="the missing blueprint to be reported")
-    assert "blueprint does not exist" in operator.log
+    waiting = log_entries(operator.log, "blueprint does not exist yet; waiting for it")
+    assert [(e["level"], e["blueprint"], e["kind"]) for e in waiting] == [
+        ("WARNING", f"{scenario.home}/{scenario.secret_name}", "Secret")
+    ], waiting
     await scenario.blueprint(HTPASSWD)
     await scenario.wait_copy(namespace, HTPASSWD)
 
@@ -511,7 +514,12 @@ async def test_copies_of_a_blueprint_left_deleted_are_pruned_when_the_grace_is_o
         return metrics.value("secrets_operator_copies", state="blueprint_missing") == len(targets)
 
     await wait_for(waiting, timeout=grace, what="the copies to wait out the grace as blueprint_missing")
-    assert "will be pruned in 4 s unless it returns" in operator.log
+    pruning = log_entries(
+        operator.log, "blueprint deleted; its copies will be pruned in 4 s unless it returns"
+    )
+    assert [(e["level"], e["blueprint"], e["kind"]) for e in pruning] == [
+        ("WARNING", f"{scenario.home}/{scenario.secret_name}", "Secret")
+    ], pruning
     for namespace in targets:
         await scenario.wait_no_copy(namespace, timeout=grace + 10)
     assert time.monotonic() - deleted >= grace

@@ -12,6 +12,7 @@ import anyio
 from kubernetes_asyncio import client
 
 from tests.integration.conftest import Scenario, StartProxy, b64
+from tests.support import log_entries
 from tools.waiting import wait_for
 
 
@@ -121,7 +122,10 @@ async def test_secret_data_never_appears_in_logs_events_metrics_or_reports(scena
     ]:
         found = sorted(leak for leak in leaks if leak in text)
         assert not found, f"Secret data leaked into the {where}: {len(found)} fragments"
-    assert "created copy" in operator.log  # the log did record what happened
+    created = log_entries(operator.log, "created copy")  # the log did record what happened
+    assert {(e["namespace"], e["copy"], e["kind"]) for e in created} == {
+        (target, scenario.secret_name, "Secret")
+    }, created
     # The forms searched for are the ones the cluster really holds: the copy carries the rotated
     # canary and the twin the first one, exactly as base64 in the API and decoded.
     for namespace, value in ((target, rotated), (twin, canary)):
