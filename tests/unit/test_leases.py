@@ -321,16 +321,25 @@ def test_a_lease_with_an_empty_spec_reads_as_unheld() -> None:
 # -- the elector's timing rule
 
 
-def elector(lease_duration: float, renew_deadline: float, retry_period: float) -> LeaderElector:
+def elector(
+    lease_duration: float = 15,
+    renew_deadline: float = 10,
+    retry_period: float = 2,
+    *,
+    kube: object = None,  # construction does no I/O
+    identity: str = ME,
+    clock: Callable[[], float] | None = None,
+) -> LeaderElector:
+    """An elector for the Lease ops/secrets-operator; by default the chart's timings and a FakeClock."""
     return LeaderElector(
-        None,  # type: ignore[arg-type]  # construction does no I/O
+        kube,  # type: ignore[arg-type]
         namespace="ops",
         name="secrets-operator",
-        identity=ME,
+        identity=identity,
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
         retry_period=retry_period,
-        clock=FakeClock(),
+        clock=clock or FakeClock(),
     )
 
 
@@ -402,16 +411,7 @@ class _RecordingKube:
 @pytest.mark.parametrize("observed", [None, held(holder=OTHER)], ids=["no-lease", "held-by-another"])
 async def test_there_is_nothing_to_release_without_a_lease_of_our_own(observed: LeaseRecord | None) -> None:
     kube = _RecordingKube()
-    candidate = LeaderElector(
-        kube,  # type: ignore[arg-type]
-        namespace="ops",
-        name="secrets-operator",
-        identity=ME,
-        lease_duration=15,
-        renew_deadline=10,
-        retry_period=2,
-        clock=FakeClock(),
-    )
+    candidate = elector(kube=kube)
     candidate.observation.observe(observed)
 
     assert await candidate._release() is False
@@ -481,16 +481,7 @@ class _LeaseApi:
 def leader_with_clock(took: float = 0.0) -> tuple[LeaderElector, FakeClock, _LeaseApi]:
     clock = FakeClock()
     api = _LeaseApi(clock, took=took)
-    candidate = LeaderElector(
-        api,  # type: ignore[arg-type]
-        namespace="ops",
-        name="secrets-operator",
-        identity=ME,
-        lease_duration=15,
-        renew_deadline=10,
-        retry_period=2,
-        clock=clock,
-    )
+    candidate = elector(kube=api, clock=clock)
     return candidate, clock, api
 
 
@@ -695,15 +686,8 @@ def lead_until_lost(
     losses_before = _losses()
 
     async def scenario() -> None:
-        candidate = LeaderElector(
-            term.api,  # type: ignore[arg-type]
-            namespace="ops",
-            name="secrets-operator",
-            identity=ME,
-            lease_duration=lease_duration,
-            renew_deadline=renew_deadline,
-            retry_period=retry_period,
-            clock=anyio.current_time,
+        candidate = elector(
+            lease_duration, renew_deadline, retry_period, kube=term.api, clock=anyio.current_time
         )
 
         async def work() -> None:
@@ -804,16 +788,7 @@ def test_of_two_candidates_racing_for_an_expired_lease_exactly_one_takes_it() ->
         started = anyio.current_time()
         async with anyio.create_task_group() as tasks:
             for identity in (ME, OTHER):
-                candidates[identity] = LeaderElector(
-                    api,  # type: ignore[arg-type]
-                    namespace="ops",
-                    name="secrets-operator",
-                    identity=identity,
-                    lease_duration=15,
-                    renew_deadline=10,
-                    retry_period=2,
-                    clock=anyio.current_time,
-                )
+                candidates[identity] = elector(kube=api, identity=identity, clock=anyio.current_time)
                 tasks.start_soon(campaign, candidates[identity])
             # The winner does not renew here, so its own claim lapses 15 s after it took it (and
             # the loser, which re-reads it within 2.4 s, may take it then): stop well before that.
