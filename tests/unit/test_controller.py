@@ -572,6 +572,15 @@ def taken_over(api: FakeApi, namespace: str, name: str) -> JSON:
     return copy.deepcopy(secret)
 
 
+async def _left_alone_once_seen(api: FakeApi, controller: Controller, theirs: JSON) -> None:
+    """The watch catches up with the take-over of team/auth: the next pass writes nothing."""
+    api._changed("team", "auth")  # no longer the operator's copy
+    writes = len(api.writes)
+    assert await controller.reconcile("team", time.monotonic()) == "success"
+    assert len(api.writes) == writes
+    assert api.secrets.get(("team", "auth")) == theirs
+
+
 async def test_an_update_of_a_copy_taken_over_meanwhile_is_refused_and_leaves_it_alone(api: FakeApi) -> None:
     controller = api.controller
     assert controller is not None
@@ -594,11 +603,7 @@ async def test_an_update_of_a_copy_taken_over_meanwhile_is_refused_and_leaves_it
         sample("secrets_operator_writes_total", kind="Secret", action="update", result="conflict")
         == conflicts + 1
     )
-    api._changed("team", "auth")  # the watch catches up: no longer the operator's copy
-    writes = len(api.writes)
-    assert await controller.reconcile("team", time.monotonic()) == "success"
-    assert len(api.writes) == writes
-    assert api.secrets[("team", "auth")] == theirs
+    await _left_alone_once_seen(api, controller, theirs)
     assert {row.name: str(row.state) for row in controller.plan("team").rows}["auth"] == "conflict"
 
 
@@ -628,8 +633,4 @@ async def test_a_prune_of_a_copy_taken_over_meanwhile_is_refused_and_leaves_it_a
         sample("secrets_operator_writes_total", kind="Secret", action="delete", result="conflict")
         == conflicts + 1
     )
-    api._changed("team", "auth")  # the watch catches up: no longer the operator's copy
-    writes = len(api.writes)
-    assert await controller.reconcile("team", time.monotonic()) == "success"
-    assert len(api.writes) == writes
-    assert api.secrets.get(("team", "auth")) == theirs
+    await _left_alone_once_seen(api, controller, theirs)
