@@ -52,8 +52,13 @@ RUN set -eu; \
 RUN python -m pip install build==1.2.2
 COPY pyproject.toml README.md ./
 COPY src ./src
+# The package itself is compiled the same way as its dependencies (pip would stamp its .pyc files
+# with the install's clock).
 RUN python -m build --wheel --outdir /dist \
-    && python -m pip --python /opt/secrets-operator/bin/python install --no-deps /dist/secrets_operator-*.whl
+    && python -m pip --python /opt/secrets-operator/bin/python install --no-deps --no-compile \
+      /dist/secrets_operator-*.whl \
+    && /opt/secrets-operator/bin/python -m compileall -q --invalidation-mode checked-hash \
+      "$(/opt/secrets-operator/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/secrets_operator"
 
 # Redundant for BuildKit, needed by the classic builder, which is given no --platform.
 # hadolint ignore=DL3065
