@@ -2,7 +2,7 @@
 
     python -m tools.release version            # 0.3.0 at tag v0.3.0, else 0.3.1.dev2+g1a2b3c4
     python -m tools.release chart-version      # the same as SemVer, for Helm
-    python -m tools.release build-args         # --build-arg lines for `docker build`
+    python -m tools.release build-args         # --build-arg lines for `docker build` (--classic: no BuildKit)
     python -m tools.release notes 0.3.0        # CHANGELOG.md's section for 0.3.0
     python -m tools.release check-tag v0.3.0   # refuses anything but vX.Y.Z
     python -m tools.release release 0.3.0      # build, sign, publish (nox -s release -- 0.3.0)
@@ -35,10 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("version", help="the version of this tree (from git)")
     commands.add_parser("chart-version", help="the version as the SemVer a chart carries")
-    commands.add_parser(
-        "build-args",
-        help="docker build arguments: VERSION, REVISION, CREATED, SOURCE_DATE_EPOCH, and this machine's "
-        "BUILDPLATFORM and TARGETARCH (which the classic builder does not set)",
+    build_args = commands.add_parser(
+        "build-args", help="docker build arguments: VERSION, REVISION, CREATED, SOURCE_DATE_EPOCH"
+    )
+    build_args.add_argument(
+        "--classic",
+        action="store_true",
+        help="also this machine's BUILDPLATFORM, TARGETPLATFORM and TARGETARCH, which Docker's classic "
+        "builder does not set (BuildKit does: given to it, they would override a --platform)",
     )
     notes = commands.add_parser("notes", help="CHANGELOG.md's section for a release")
     notes.add_argument("version")
@@ -67,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(versions.chart_version(versions.version()))
         elif args.command == "build-args":
             given = versions.build_info().build_args()
-            for key, value in {**given, **versions.platform_build_args(versions.HOST_PLATFORM, {})}.items():
+            if args.classic:
+                given |= versions.platform_build_args(versions.HOST_PLATFORM, {})
+            for key, value in given.items():
                 print(f"--build-arg={key}={value}")
         elif args.command == "notes":
             sys.stdout.write(changelog.read_notes(args.version))

@@ -200,3 +200,24 @@ def test_the_build_stage_runs_on_this_machine_unless_only_the_target_has_a_base(
     target_only = versions.platform_build_args("linux/arm64", {"linux/arm64": "base:arm64"})
     assert target_only["BUILDPLATFORM"] == "linux/arm64"  # the single-platform base, emulated
     assert target_only["BUILD_PYTHON_IMAGE"] == "base:arm64"
+
+
+def test_build_args_name_the_platforms_for_the_classic_builder_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BuildKit sets the platform arguments itself, from --platform; printed for it, they would
+    override a cross-build's target with this machine's."""
+    monkeypatch.setattr(versions, "HOST_PLATFORM", "linux/amd64")
+    assert main(["build-args"]) == 0
+    plain = dict(line.removeprefix("--build-arg=").split("=", 1) for line in capsys.readouterr().out.split())
+    assert sorted(plain) == ["CREATED", "REVISION", "SOURCE_DATE_EPOCH", "VERSION"]
+    assert main(["build-args", "--classic"]) == 0
+    classic = dict(
+        line.removeprefix("--build-arg=").split("=", 1) for line in capsys.readouterr().out.split()
+    )
+    assert classic == {
+        **plain,
+        "TARGETPLATFORM": "linux/amd64",
+        "TARGETARCH": "amd64",
+        "BUILDPLATFORM": "linux/amd64",
+    }
