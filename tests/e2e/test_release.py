@@ -42,6 +42,9 @@ pytestmark = pytest.mark.pipeline
 ARM64_BASE = "secrets-operator-base:trixie-arm64"
 NAMESPACE = "so-staging"
 PRODUCTION = "so-production"
+#: What the push pipeline's `tests` job runs besides the unit suite: an integration file, so that
+#: the job is seen to build and start its control plane.
+PUSH_TESTS_INTEGRATION = "tests/integration/test_control_plane.py"
 GPG_NAME = "secrets-operator release (e2e) <release@secrets-operator.invalid>"
 
 
@@ -82,12 +85,14 @@ class Pipeline:
             **extra,
         }
 
-    def gitlab(self, *, tag: str = "", platforms: str = "linux/amd64") -> dict[str, str]:
-        """Run the pipeline GitLab would run for a push of the clone's HEAD (of ``tag``, if given):
-        each job's PASS or FAIL, as gitlab-ci-local sums them up."""
+    def gitlab(self, *, tag: str = "", platforms: str = "linux/amd64", **extra: str) -> dict[str, str]:
+        """Run the pipeline GitLab would run for a push of the clone's HEAD (of ``tag``, if given),
+        with ``extra`` as pipeline variables: each job's PASS or FAIL, as gitlab-ci-local sums them up."""
         variables = {**self.ci_variables, "RELEASE_PLATFORMS": platforms, "DEPLOY_TIMEOUT": "60s"}
         (self.clone / ".gitlab-ci-local-variables.yml").write_text(yaml.safe_dump(variables))
         argv = [str(gitlab_ci_local())]
+        for name, value in extra.items():
+            argv += ["--variable", f"{name}={value}"]
         if tag:  # GitLab's tag pipelines have a tag and no branch
             argv += ["--variable", f"CI_COMMIT_TAG={tag}", "--variable", "CI_COMMIT_BRANCH="]
             argv += ["--ignore-predefined-vars", "CI_COMMIT_BRANCH"]
@@ -177,12 +182,18 @@ class Pipeline:
         self.git("tag", "-d", f"v{version}")
         self.git("reset", "-q", "--hard", "HEAD~1")
 
-    def published(self) -> tuple[bytes, str, str]:
-        """Everything a release writes: the repository's index, and the tags of the image and of
-        the OCI chart (cosign's signatures and attestations are tags too)."""
+    def published(self) -> tuple[dict[str, bytes], str, str]:
+        """Everything a release writes: every file of the chart repository (index, packages,
+        provenance), and the tags of the image and of the OCI chart (cosign's signatures and
+        attestations are tags too)."""
         host = self.world.registry.host
+        charts = self.repository.workdir / "charts"
         return (
-            self.repository_file("index.yaml"),
+            {
+                str(path.relative_to(charts)): path.read_bytes()
+                for path in sorted(charts.rglob("*"))
+                if path.is_file()
+            },
             _crane("ls", f"{host}/platform/secrets-operator"),
             _crane("ls", f"{host}/platform/charts/secrets-operator"),
         )
@@ -257,15 +268,18 @@ def test_tag_v0_2_0_releases_signed_multi_arch_artifacts_then_deploys_staging_th
     )
 
     cosign, public = release_tools().cosign, str(pipeline.cosign.public)
+    # Each signature carries the version it was signed for: the index's, each image's (signed
+    # recursively) and the OCI chart's.
+    signed_for = ("-a", "version=0.2.0")
     for reference in (f"{image}:0.2.0", *by_arch.values()):
-        _cosign(cosign, "verify", "--key", public, reference)
+        _cosign(cosign, "verify", "--key", public, *signed_for, reference)
     for reference in by_arch.values():
         verified = _cosign(cosign, "verify-attestation", "--type", "spdxjson", "--key", public, reference)
         statement = json.loads(base64.b64decode(json.loads(verified.splitlines()[0])["payload"]))
         assert statement["predicateType"] == "https://spdx.dev/Document"
         assert statement["predicate"]["spdxVersion"].startswith("SPDX-")
     chart = f"{world.registry.host}/platform/charts/secrets-operator"
-    _cosign(cosign, "verify", "--key", public, f"{chart}@{_crane('digest', f'{chart}:0.2.0')}")
+    _cosign(cosign, "verify", "--key", public, *signed_for, f"{chart}@{_crane('digest', f'{chart}:0.2.0')}")
 
     # As a user of the original: helm repo add with credentials, then every released version.
     assert [entry["version"] for entry in _helm_search(pipeline)] == ["0.2.0"]
@@ -408,10 +422,19 @@ def test_an_edit_of_values_staging_on_main_redeploys_staging_only(pipeline: Pipe
     values = pipeline.clone / "deploy" / "values-staging.yaml"
     values.write_text(values.read_text().replace("logLevel: DEBUG", "logLevel: INFO"))
     pipeline.git("commit", "-qam", "Staging logs at INFO")
-    jobs = pipeline.gitlab()  # a push to main, not yet on origin: its changes are that file
+    # A push to main, not yet on origin: its changes are that file. Its `tests` job runs `nox -s
+    # tests` over the unit suite and one integration file (pytest reads PYTEST_ADDOPTS, as a
+    # pipeline variable can set it): the whole suite has run as `nox -s tests` on this commit
+    # already, and running it here again would add eight minutes to every CI run and prove no more.
+    jobs = pipeline.gitlab(PYTEST_ADDOPTS=f"tests/unit {PUSH_TESTS_INTEGRATION}")
     pipeline.git("push", "-q", "origin", "main")
     checks = {"lint", "typecheck", "tests", "chart-lint", "chart-repository"}
     assert jobs == {job: "PASS" for job in (*checks, "deploy-staging")}, pipeline.last_pipeline
+    # The tests job ran pytest over both selections (gitlab-ci-local keeps each job's log).
+    log = (pipeline.clone / ".gitlab-ci-local" / "output" / "tests.log").read_text()
+    assert re.search(r"=+ \d+ passed\b", log), log[-3000:]
+    assert "tests/unit/test_controller.py" in log, log[-3000:]
+    assert PUSH_TESTS_INTEGRATION in log, log[-3000:]
     history = pipeline.helm("history", "so-staging", "-n", NAMESPACE)
     assert len(history) == staging + 1
     assert history[-1]["chart"] == "secrets-operator-0.3.0"
