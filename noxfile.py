@@ -11,15 +11,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import nox
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tools.binaries import DEFAULT_MINOR, KUBERNETES_ENV, MINORS
+from tools.binaries import KUBERNETES_ENV, MINORS
 
-nox.options.sessions = [
-    "lint", "typecheck", "tests", "unit", "chart", "faults", "image", "e2e", "pipeline", "compat",
-]  # fmt: skip
+# The whole suite, each part once: `tests`, `chart` and `faults` are the same integration tests
+# on the newest minor only, one after another with live output (and the push pipeline's jobs);
+# `integration` runs them all on every supported minor at once, last, so that a cold machine's
+# background build of the older minors (.ci/run) has the longest time to finish.
+nox.options.sessions = ["lint", "typecheck", "unit", "chartlint", "image", "e2e", "pipeline", "integration"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -48,23 +51,22 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests; builds (or reuses) the control-plane binaries first."""
+    """Unit and integration tests on one minor (the push pipeline's `tests` job); builds (or
+    reuses) the control-plane binaries first. Plain `nox` runs them as `unit` and `integration`."""
     session.install("-e", ".[test]")
     # Build in the foreground so a cold build shows its progress instead of a silent fixture.
     session.run("python", "-m", "tools.binaries", "controlplane")
     session.run("pytest", "-m", "not chart and not faults and not e2e and not pipeline", *session.posargs)
 
 
-def _other_minors() -> list[str]:
-    """Every Python minor that requires-python admits and this machine has, but the one nox runs
-    on (`tests` covers that one): on PATH, or installed by pyenv (whose shims expose only its
-    global version): a link named python3.X in .nox/interpreters, put on PATH, lets nox find it
-    without changing what `python3` is for anything else."""
+def _python_minors() -> list[str]:
+    """Every Python minor that requires-python admits and this machine has: on PATH, or installed
+    by pyenv (whose shims expose only its global version): a link named python3.X in
+    .nox/interpreters, put on PATH, lets nox find it without changing what `python3` is for
+    anything else."""
     links = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".nox", "interpreters")
     found = []
     for minor in ("3.11", "3.12", "3.13", "3.14"):
-        if minor == f"{sys.version_info.major}.{sys.version_info.minor}":
-            continue
         pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{minor}.*/bin/python{minor}")))
         for candidate in [shutil.which(f"python{minor}"), *reversed(pyenv)]:
             if candidate and subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
@@ -75,19 +77,16 @@ def _other_minors() -> list[str]:
                 os.symlink(candidate, link)
                 found.append(minor)
                 break
-    if found:
-        os.environ["PATH"] = f"{links}{os.pathsep}{os.environ['PATH']}"
+    os.environ["PATH"] = f"{links}{os.pathsep}{os.environ['PATH']}"
     return found
 
 
-OTHER_MINORS = _other_minors()
+PYTHON_MINORS = _python_minors()
 
 
-@nox.session(python=OTHER_MINORS or None)
+@nox.session(python=PYTHON_MINORS)
 def unit(session: nox.Session) -> None:
-    """The unit tests (tests/unit, tools/tests) on every other Python minor this machine has."""
-    if not OTHER_MINORS:
-        session.skip("this machine has no other Python minor that requires-python admits")
+    """The unit tests (tests/unit, tools/tests) on every Python minor this machine has."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/unit", "tools/tests", "-m", "not integration", *session.posargs)
 
@@ -196,29 +195,61 @@ def pipeline(session: nox.Session) -> None:
 
 
 @nox.session
-def compat(session: nox.Session) -> None:
-    """The integration suite (chart and faults included) against every supported Kubernetes minor
-    but the newest, which the other sessions run; one control plane per minor, one after another.
+def integration(session: nox.Session) -> None:
+    """The integration suite (chart and faults included) on every supported Kubernetes minor: one
+    control plane per minor, all at once.
 
-    ``SECRETS_OPERATOR_KUBERNETES=1.36 nox -s compat`` runs one minor only; posargs go to pytest.
+    The suite mostly waits (for watches, Leases, backoffs), so the minors share the machine's cores
+    well; each one's output is printed when it finishes. ``SECRETS_OPERATOR_KUBERNETES=1.36 nox -s
+    integration`` runs one minor only, with live output; posargs go to pytest.
     """
     for overridden in ("SECRETS_OPERATOR_TEST_KUBECONFIG", "SECRETS_OPERATOR_CONTROLPLANE_BIN_DIR"):
         if os.environ.get(overridden):
-            session.error(f"compat builds and runs each minor itself; unset {overridden}")
+            session.error(f"integration builds and runs each minor itself; unset {overridden}")
     session.install("-e", ".[test]")
     chosen = os.environ.get(KUBERNETES_ENV)
-    minors = [chosen] if chosen else [minor for minor in MINORS if minor != DEFAULT_MINOR]
+    minors = [chosen] if chosen else list(MINORS)
     # Every build first (CI's background build may still be at it): nothing compiles while the
     # timing-sensitive tests run.
     for minor in minors:
         env = {KUBERNETES_ENV: minor}
         session.run("python", "-m", "tools.binaries", "controlplane", "helm", "crds", env=env)
+    # CI=true: a control plane that cannot start fails the run, never skips it; a run that
+    # skipped would claim a minor it never tested.
+    if len(minors) == 1:
+        env = {KUBERNETES_ENV: minors[0], "CI": "true"}
+        session.run("pytest", "tests/integration", *session.posargs, env=env)
+        return
+    tmp = session.create_tmp()
+    path = os.pathsep.join((str(session.bin), os.environ.get("PATH", "")))
+    running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     for minor in minors:
-        # CI=true: a control plane that cannot start fails the run, never skips it; a compat run
-        # that skipped would claim a minor it never tested.
-        session.run(
-            "pytest", "tests/integration", *session.posargs, env={KUBERNETES_ENV: minor, "CI": "true"}
-        )
+        log = os.path.join(tmp, f"integration-{minor}.log")
+        env = {**os.environ, "PATH": path, KUBERNETES_ENV: minor, "CI": "true"}
+        with open(log, "wb") as out:
+            argv = [os.path.join(str(session.bin), "pytest"), "tests/integration", *session.posargs]
+            running[minor] = (subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT), log)
+        session.log(f"Kubernetes {minor}: pytest tests/integration, output in {log}")
+    failed = []
+    try:
+        while running:
+            for minor, (proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[minor]
+                with open(log, encoding="utf-8", errors="replace") as out:
+                    print(f"===== Kubernetes {minor} =====\n{out.read()}", flush=True)
+                session.log(f"Kubernetes {minor}: pytest exited {proc.returncode}")
+                if proc.returncode != 0:
+                    failed.append(minor)
+            time.sleep(1)
+    finally:  # interrupted: stop the other minors' runs (each stops its own control plane)
+        for proc, _ in running.values():
+            proc.terminate()
+        for proc, _ in running.values():
+            proc.wait()
+    if failed:
+        session.error(f"the integration suite failed on Kubernetes {', '.join(failed)}")
 
 
 @nox.session

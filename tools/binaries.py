@@ -549,8 +549,8 @@ def main(argv: Sequence[str] = ()) -> int:
     crds (the ServiceMonitor CRD), node (kubelet, kube-proxy, kube-scheduler), release (cosign,
     syft, crane, actionlint). Default: all but node and release. The release is
     ``$SECRETS_OPERATOR_KUBERNETES`` (default: the newest supported minor);
-    ``--older`` builds the parts for every supported minor but the newest instead (what
-    ``nox -s compat`` runs), so that CI can build them ahead, at low priority.
+    ``--older`` builds the parts for every supported minor but the newest instead (which ``nox -s
+    integration`` runs besides the newest), so that CI can build them ahead, at low priority.
     """
     args = list(argv)
     older = "--older" in args

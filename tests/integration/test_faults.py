@@ -9,7 +9,8 @@ several replicas, the proxies' logs of writes must never show two writers at onc
 writer may only change when the Lease changes hands; a partition of the Lease alone leaves a
 deposed leader its Secrets, so a write after losing the Lease would show.
 
-These run in ``nox -s faults`` (part of plain ``nox``).
+These run in ``nox -s faults`` on the newest minor, and in ``nox -s integration`` (part of plain
+``nox``) on every supported minor.
 """
 
 from __future__ import annotations
