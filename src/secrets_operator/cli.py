@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="secrets-operator",
-        description="Replicates blueprint Secrets into selected namespaces and keeps every copy in sync.",
+        description="Replicates blueprint Secrets and ConfigMaps into selected namespaces and keeps every "
+        "copy in sync.",
         epilog=epilog,
         formatter_class=formatter,
     )

@@ -9,7 +9,7 @@ A Secret named like a blueprint in 5,000 namespaces is 5,000 conflicts; a webhoo
 every write fails 5,000 namespaces. One Event each would be 5,000 requests on the writes' rate
 budget and 5,000 objects in etcd, and nobody reads them. The digest collects the namespaces that
 turned bad during a short window and yields one summary per blueprint and reason, with a count and
-a few example namespaces; the controller turns each into one Event on the blueprint.
+a few example namespaces; this module turns each into one Event on the blueprint.
 
 The digest is pure: it knows blueprint references and names, never data, and nothing of the API.
 """

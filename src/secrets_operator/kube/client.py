@@ -150,7 +150,9 @@ def _resolve_proxy_once(api_client: ApiClient) -> None:
 
 
 class Kube:
-    """One connection to the API server, shared by every informer, the elector and the writer."""
+    """One connection to the API server (its pool and token bucket), shared by every informer and
+    the writer; the elector is given one of its own (``CLIENT_*``), so renewals never queue
+    behind writes."""
 
     def __init__(
         self, api_client: ApiClient, *, qps: float = 0, burst: int = 100, timeout: float = 30

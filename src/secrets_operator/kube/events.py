@@ -16,7 +16,7 @@ API requests on the same rate-limit budget as the writes that matter, and etcd s
 Aggregating many similar conditions into one Event (one per blueprint and reason, with a count)
 is the caller's job: this module knows nothing of what the objects are.
 
-Callers pass the ``note`` text; it must never contain Secret data (the controller builds notes
+Callers pass the ``note`` text; it must never contain Secret data (reporting.py builds notes
 from names and reasons only, and quotes and cuts short any value read from an object it does not
 own: ``planning.untrusted``). The API server refuses (422) an Event whose note is over 1 kB, that
 is 1,024 bytes of UTF-8, not characters: ``emit`` cuts a longer note to fit (:func:`fit_note`), so

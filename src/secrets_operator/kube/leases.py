@@ -3,8 +3,8 @@
 - A Lease is held by another while ``observed_at + leaseDurationSeconds > now``: ``observed_at`` is
   the *local monotonic* time at which this replica last saw the record change. Remote timestamps
   are written (for humans and other tools) but never trusted: clocks skew.
-- Acquire and renew are UPDATEs carrying the last seen resourceVersion: two candidates cannot
-  both win (the loser gets 409). ``leaseTransitions`` grows by one on every change of holder.
+- Acquire and renew are merge PATCHes carrying the last seen resourceVersion: two candidates
+  cannot both win (the loser gets 409). ``leaseTransitions`` grows by one on every change of holder.
 - The leader renews every RetryPeriod. If no renewal succeeds for RenewDeadline it stops leading:
   its work is cancelled, and :meth:`LeaderElector.may_write` turns false at that instant, so no
   write *starts* afterwards, and :meth:`LeaderElector.write_budget` times out every write still
