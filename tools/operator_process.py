@@ -52,6 +52,14 @@ class Metrics:
             if sample == name and all(sample_labels.get(k) == v for k, v in labels.items())
         )
 
+    def only(self, name: str) -> float:
+        """The value of the one sample of an unlabelled metric; a missing one (a renamed metric, a
+        typo) is an error, never a zero."""
+        found = [value for sample, labels, value in self.samples if sample == name and not labels]
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} samples {name} on the page, not one:\n{self.text}")
+        return found[0]
+
 
 class OperatorProcess:
     """One replica of the operator in a subprocess."""

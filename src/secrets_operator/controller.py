@@ -67,6 +67,9 @@ class Controller:
         self.kube = kube
         self.identity = identity
         self.queue = WorkQueue()
+        # Read when scraped, so never stale (lead() replaces the queue: read through self).
+        metrics.QUEUE_DEPTH.set_function(lambda: len(self.queue))
+        metrics.QUEUE_IN_PROGRESS.set_function(lambda: self.queue.in_progress())
         self.active = False  # True while this replica leads and runs workers
         self.caches = Caches(
             kube,
@@ -210,7 +213,6 @@ class Controller:
         for name in self.namespaces.store:
             self._scope(name, ref)
             self.queue.add(name, since=now)
-        metrics.QUEUE_DEPTH.set(len(self.queue))
 
     # -- planning
 
@@ -350,7 +352,6 @@ class Controller:
     async def _worker(self) -> None:
         while True:
             namespace, since = await self.queue.get()
-            metrics.QUEUE_DEPTH.set(len(self.queue))
             try:
                 outcome = await self.reconcile(namespace, since)
             except NotLeaderError:

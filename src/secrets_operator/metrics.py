@@ -87,7 +87,12 @@ API_ERRORS = Counter(
 )
 QUEUE_DEPTH = Gauge(
     "secrets_operator_queue_depth",
-    "Namespaces waiting to be reconciled.",
+    "Namespaces waiting to be reconciled: due now, or later (a backoff, a hold, a recheck).",
+    registry=REGISTRY,
+)
+QUEUE_IN_PROGRESS = Gauge(
+    "secrets_operator_queue_in_progress",
+    "Namespaces being reconciled now: taken from the queue by a worker and not yet done.",
     registry=REGISTRY,
 )
 EVENTS = Counter(

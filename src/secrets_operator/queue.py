@@ -57,6 +57,10 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._pending) + len(self._delayed)
 
+    def in_progress(self) -> int:
+        """Keys taken by :meth:`get` and not yet :meth:`done`."""
+        return len(self._processing)
+
     def in_backoff(self, key: str) -> bool:
         """True while ``key`` waits out a ``retry`` or ``hold`` delay."""
         return self._held_until.get(key, float("-inf")) > self.clock()

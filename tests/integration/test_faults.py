@@ -330,7 +330,11 @@ async def test_one_writer_through_twenty_partitions_kills_and_pauses(
             await _exact_everywhere(scenario, namespaces, {"auth": f"r{iteration}"}, timeout=30)
 
             async def idle(process: OperatorProcess = process) -> bool:
-                return (await process.metrics()).value("secrets_operator_queue_depth") == 0
+                metrics = await process.metrics()
+                return (
+                    metrics.only("secrets_operator_queue_depth") == 0
+                    and metrics.only("secrets_operator_queue_in_progress") == 0
+                )
 
             await wait_for(idle, timeout=30, what=f"{current} to have nothing queued")
             working = None

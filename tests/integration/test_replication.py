@@ -333,10 +333,12 @@ async def test_excluded_unselected_and_opted_out_namespaces_get_nothing(scenario
 
     async def planned() -> bool:
         # Every namespace was queued when the operator started leading; with nothing left in
-        # the queue, every one of them has been planned (and the unselected ones wrote nothing).
+        # the queue and nothing in a worker's hands, every one of them has been planned (and the
+        # unselected ones wrote nothing).
         metrics = await operator.metrics()
         return (
-            metrics.value("secrets_operator_queue_depth") == 0
+            metrics.only("secrets_operator_queue_depth") == 0
+            and metrics.only("secrets_operator_queue_in_progress") == 0
             and metrics.value("secrets_operator_copies", state="in_sync") == 1
         )
 

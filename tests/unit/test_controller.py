@@ -203,6 +203,24 @@ def conflicting(api: FakeApi, namespace: str, name: str) -> None:
     )
 
 
+# -- the queue's gauges
+
+
+async def test_the_queue_gauges_count_waiting_and_in_progress_keys_whenever_scraped(api: FakeApi) -> None:
+    """Read at scrape time: a key a worker holds counts as in progress (a test waiting for "nothing
+    left to do" must see it), and a key put back in backoff counts as waiting at once."""
+    assert api.controller is not None
+    queue = api.controller.queue
+    add_namespaces(api, "a", "b")
+    api.controller.enqueue_all()
+    assert (sample("secrets_operator_queue_depth"), sample("secrets_operator_queue_in_progress")) == (3, 0)
+    key, _ = await queue.get()
+    assert (sample("secrets_operator_queue_depth"), sample("secrets_operator_queue_in_progress")) == (2, 1)
+    queue.done(key)
+    queue.retry(key)  # back, in backoff
+    assert (sample("secrets_operator_queue_depth"), sample("secrets_operator_queue_in_progress")) == (3, 0)
+
+
 # -- backoff against a webhook that changes every write
 
 
