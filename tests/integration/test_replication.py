@@ -672,6 +672,11 @@ async def test_a_webhook_that_changes_every_write_is_retried_with_backoff_not_in
     metrics = await operator.metrics()
     print(f"mutating webhook: {len(writes)} writes in 20 s, {proxy.mutated} mutated")
     assert 4 <= len(writes) <= 10, f"{len(writes)} writes in 20 s"
+    # Backoff, not a fixed retry: the gaps between the passes' writes grow (about doubling), so
+    # the last is several times the first. A little slack for the machine's jitter.
+    gaps = [later.started - earlier.started for earlier, later in itertools.pairwise(writes)]
+    assert all(longer >= 0.8 * shorter for shorter, longer in itertools.pairwise(gaps)), gaps
+    assert gaps[-1] >= 4 * gaps[0], gaps
     assert metrics.value("secrets_operator_reconciles_total", result="error") >= 4
 
     async def failing() -> list[client.EventsV1Event]:
