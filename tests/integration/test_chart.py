@@ -30,6 +30,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
+from secrets_operator.controller import REPORTING_CONTROLLER
 from tests.conftest import Cluster
 from tests.integration.conftest import MANAGED_BY, SOURCE, Scenario, b64
 from tests.support import service_account_kubeconfig
@@ -1373,8 +1374,17 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 cm_target, managed, {"data": {"ca.crt": "new"}}, dry_run="All"
             )
             await core.delete_namespaced_config_map(cm_target, managed, dry_run="All")
-            for home in (scenario.home, plain_home):  # every blueprint's home, of either kind
-                allowed = {**event, "metadata": {"name": "allowed", "namespace": home}}
+            # every blueprint's home, of either kind: its own Events regarding the blueprint there
+            for kind, home, blueprint in (
+                ("Secret", scenario.home, name),
+                ("ConfigMap", plain_home, plain_cm),
+            ):
+                allowed = {
+                    **event,
+                    "metadata": {"name": "allowed", "namespace": home},
+                    "reportingController": REPORTING_CONTROLLER,
+                    "regarding": {"kind": kind, "namespace": home, "name": blueprint},
+                }
                 await client.EventsV1Api(stolen).create_namespaced_event(home, raw(allowed), dry_run="All")
             own = client.V1Lease(
                 metadata=client.V1ObjectMeta(name=release.lease_name), spec=client.V1LeaseSpec()
@@ -1409,6 +1419,110 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             assert (await scenario.copy(twin)).data == {"x": b64("theirs")}  # type: ignore[union-attr]
             assert (await admin.read_namespaced_config_map(cm_target, twin)).data == {"ca.crt": "theirs"}
         assert (await replica.metrics()).value("secrets_operator_api_errors_total", code="403") == 0
+    finally:
+        release.remove()
+
+
+@pytest.mark.parametrize("major", [3, 4])
+async def test_a_stolen_operator_token_can_neither_forge_events_nor_pin_its_lease(
+    major: int, scenario: Scenario, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Events and the Lease, as a thief with the chart's ServiceAccount token, on Helm 3 and 4.
+
+    An Event is admitted only as the operator records them: in a blueprint's namespace, with the
+    operator's own reportingController, regarding one of its blueprints (kind, namespace and
+    name). The operator's Lease may be renewed, but may not gain (or lose) finalizers or owners:
+    a finalizer would pin the release namespace in Terminating.
+    """
+    release_namespace = await scenario.namespace("system")
+    await scenario.blueprint(HTPASSWD)
+    name, cm_name = scenario.secret_name, f"{scenario.prefix}-ca"
+    await scenario.core.create_namespaced_config_map(
+        scenario.home, _config_map(cm_name, data={"ca.crt": "PEM"})
+    )
+    release = Release(
+        scenario, cluster, tmp_path, release_namespace, major=major,
+        blueprints=[f"{scenario.home}/{name}", {"source": f"{scenario.home}/{cm_name}", "kind": "ConfigMap"}],
+        includeNamespaces=[f"{scenario.prefix}-*"],
+    )  # fmt: skip
+    await release.apply()
+    lease_spec = {"holderIdentity": "someone", "leaseDurationSeconds": 4}
+    await client.CoordinationV1Api(scenario.api).create_namespaced_lease(
+        release_namespace, raw({"metadata": {"name": release.lease_name}, "spec": lease_spec})
+    )
+    try:
+        async with release.thief() as stolen:
+            events, leases = client.EventsV1Api(stolen), client.CoordinationV1Api(stolen)
+
+            async def refused(attempt: Any, because: str) -> None:
+                with pytest.raises(ApiException) as caught:
+                    await attempt
+                assert caught.value.status == 403, caught.value.body
+                assert because in str(caught.value.body), caught.value.body
+
+            def event(regarding: Mapping[str, str], controller: str = REPORTING_CONTROLLER) -> Any:
+                return raw(
+                    {
+                        "apiVersion": "events.k8s.io/v1",
+                        "kind": "Event",
+                        "metadata": {"name": "forged", "namespace": scenario.home},
+                        "eventTime": "2026-01-01T00:00:00.000000Z",
+                        "reportingController": controller,
+                        "reportingInstance": "x",
+                        "action": "Replicate",
+                        "reason": "Conflict",
+                        "type": "Warning",
+                        "regarding": {"apiVersion": "v1", **regarding},
+                    }
+                )
+
+            home = scenario.home
+            blueprint = {"kind": "Secret", "namespace": home, "name": name}
+            # Posing as another controller, about the operator's own blueprint.
+            for controller in ("kubelet", "secrets-operator.io/other"):
+                await refused(
+                    events.create_namespaced_event(home, event(blueprint, controller)),
+                    "own reportingController",
+                )
+            # As the operator, about anything but a blueprint: another object in the home
+            # namespace, a blueprint's name under the other kind, a blueprint's name elsewhere.
+            for regarding in (
+                {"kind": "Secret", "namespace": home, "name": "other"},
+                {"kind": "ConfigMap", "namespace": home, "name": name},
+                {"kind": "Secret", "namespace": home, "name": cm_name},
+                {"kind": "Secret", "namespace": release_namespace, "name": name},
+                {"kind": "Pod", "namespace": home, "name": name},
+            ):
+                await refused(events.create_namespaced_event(home, event(regarding)), "regarding one of its")
+            # What the operator records is allowed: about each blueprint, of either kind.
+            for regarding in (blueprint, {"kind": "ConfigMap", "namespace": home, "name": cm_name}):
+                await events.create_namespaced_event(home, event(regarding), dry_run="All")
+
+            # The Lease: renewed, never pinned nor owned.
+            hold = {"metadata": {"finalizers": ["example.com/hold"]}}
+            await refused(
+                leases.patch_namespaced_lease(release.lease_name, release_namespace, hold),
+                "Lease's finalizers",
+            )
+            owner = {
+                "metadata": {
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Namespace", "name": home, "uid": "0" * 8}
+                    ]
+                }
+            }
+            await refused(
+                leases.patch_namespaced_lease(release.lease_name, release_namespace, owner),
+                "owner references",
+            )
+            renew = {"spec": {"holderIdentity": "thief", "renewTime": "2026-01-01T00:00:00.000000Z"}}
+            await leases.patch_namespaced_lease(release.lease_name, release_namespace, renew, dry_run="All")
+        found = await client.CoordinationV1Api(scenario.api).read_namespaced_lease(
+            release.lease_name, release_namespace
+        )
+        assert found.spec.holder_identity == "someone"
+        assert not found.metadata.finalizers
+        assert not found.metadata.owner_references
     finally:
         release.remove()
 
