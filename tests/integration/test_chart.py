@@ -1527,6 +1527,137 @@ async def test_a_stolen_operator_token_can_neither_forge_events_nor_pin_its_leas
         release.remove()
 
 
+@pytest.mark.parametrize("major", [3, 4])
+async def test_a_stolen_operator_token_writes_copies_only_where_the_configuration_can_target(
+    major: int, scenario: Scenario, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The fixed part of namespace selection, as a thief with the chart's token, on Helm 3 and 4.
+
+    A marked copy is created or updated only in a namespace its blueprint's globs can select:
+    never its home, not one its excludeNamespaces match, only one its includeNamespaces match;
+    a blueprint's own globs replace the global ones (even an empty exclude list). Deletes stay
+    admitted everywhere: a copy in a namespace that is no longer a target is pruned.
+    """
+    release_namespace = await scenario.namespace("system")
+    await scenario.blueprint(HTPASSWD)
+    name, cm_name, prefix = scenario.secret_name, f"{scenario.prefix}-ca", scenario.prefix
+    source, cm_source = f"{scenario.home}/{name}", f"{scenario.home}/{cm_name}"
+    renamed = f"{scenario.home}/{prefix}-reg"  # its copies are named {prefix}-regcred
+    await scenario.core.create_namespaced_config_map(
+        scenario.home, _config_map(cm_name, data={"ca.crt": "PEM"})
+    )
+    team, team_ab = await scenario.namespace("team-a"), await scenario.namespace("team-ab")
+    ex, q7, qa = (
+        await scenario.namespace("ex-1"),
+        await scenario.namespace("q7"),
+        await scenario.namespace("qa"),
+    )
+    release = Release(
+        scenario, cluster, tmp_path, release_namespace, major=major,
+        blueprints=[
+            source,
+            {"source": renamed, "targetName": f"{prefix}-regcred"},
+            {"source": cm_source, "kind": "ConfigMap",
+             "includeNamespaces": [f"{prefix}-team-?", f"{prefix}-ex-*"], "excludeNamespaces": []},
+        ],
+        includeNamespaces=[f"{prefix}-*"],
+        excludeNamespaces=["kube-*", f" {prefix}-ex-* , {prefix}-q[0-9]"],
+    )  # fmt: skip
+    await release.apply()
+    # A copy already in an excluded namespace (the configuration changed since it was written).
+    await scenario.core.create_namespaced_secret(
+        ex, _secret(name, marked_for=source, data={"auth": b64("a")})
+    )
+    try:
+        async with release.thief() as stolen:
+            core = client.CoreV1Api(stolen)
+
+            async def refused(attempt: Any, because: str) -> None:
+                with pytest.raises(ApiException) as caught:
+                    await attempt
+                assert caught.value.status == 403, caught.value.body
+                assert because in str(caught.value.body), caught.value.body
+
+            def secret() -> client.V1Secret:
+                return _secret(name, marked_for=source, data={"auth": b64("a")})
+
+            def config_map() -> client.V1ConfigMap:
+                return _config_map(cm_name, marked_for=cm_source, data={"ca.crt": "PEM"})
+
+            # The Secret blueprint, global globs: not at home, not excluded (a glob of the
+            # comma-separated value, a bracket set), not outside includeNamespaces.
+            # At home, a copy under the blueprint's own name would be the blueprint itself (refused
+            # as such); under another target name it is a copy the operator never makes.
+            await refused(
+                core.create_namespaced_secret(scenario.home, secret(), dry_run="All"), "blueprint itself"
+            )
+            renamed_copy = _secret(f"{prefix}-regcred", marked_for=renamed, data={"token": b64("t")})
+            await refused(
+                core.create_namespaced_secret(scenario.home, renamed_copy, dry_run="All"), "home namespace"
+            )
+            await core.create_namespaced_secret(team, renamed_copy, dry_run="All")
+            await refused(
+                core.create_namespaced_secret(q7, secret(), dry_run="All"), "excludeNamespaces match"
+            )
+            await refused(
+                core.create_namespaced_secret(ex, secret(), dry_run="All"), "excludeNamespaces match"
+            )
+            await refused(
+                core.create_namespaced_secret("default", secret(), dry_run="All"), "includeNamespaces match"
+            )
+            # ...nor kept up to date there: an update of a copy in an excluded namespace.
+            await refused(
+                core.patch_namespaced_secret(name, ex, {"data": {"auth": b64("b")}}, dry_run="All"),
+                "excludeNamespaces match",
+            )
+            for allowed in (team, team_ab, qa):
+                await core.create_namespaced_secret(allowed, secret(), dry_run="All")
+            await core.delete_namespaced_secret(name, ex, dry_run="All")  # pruned where excluded
+            # The ConfigMap blueprint, its own globs: "?" is one character, and its empty
+            # excludeNamespaces replaces the global list.
+            await refused(
+                core.create_namespaced_config_map(team_ab, config_map(), dry_run="All"),
+                "includeNamespaces match",
+            )
+            await refused(
+                core.create_namespaced_config_map(qa, config_map(), dry_run="All"), "includeNamespaces match"
+            )
+            for allowed in (team, ex):
+                await core.create_namespaced_config_map(allowed, config_map(), dry_run="All")
+    finally:
+        release.remove()
+
+
+@pytest.mark.parametrize(
+    ("globs", "names"),
+    [
+        (["team-*"], ["team-", "team-a", "team", "xteam-a", "team-a.b"]),
+        (["t?m", "a.b"], ["tam", "tm", "taam", "a.b", "axb"]),
+        (["q[0-9]", "r[!a-c]"], ["q7", "qa", "q", "q77", "rd", "ra", "r"]),
+        (
+            ["x[]]y", "[!]]z", "[]", "[!]", "[^x]", "[\\]"],
+            ["x]y", "xy", "az", "]z", "[]", "[!]", "^", "x", "\\", "a"],
+        ),
+    ],
+)
+def test_the_policy_renders_namespace_globs_as_the_operator_matches_them(
+    globs: list[str], names: list[str]
+) -> None:
+    """Each glob list, rendered to the policy's regular expression, matches exactly the names
+    the operator's fnmatch-based matches_any matches (Python's re stands in for RE2 here; the
+    thief test above has the API server's CEL evaluate the rendered expressions)."""
+    import re
+
+    from secrets_operator.selectors import matches_any
+
+    objects = render("t", "ops", blueprints=["a/b"], excludeNamespaces=globs)
+    policy = of_kind(objects, "ValidatingAdmissionPolicy")
+    (placements,) = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == "placements"]
+    regex = json.loads(placements)["Secret|a/b"][2]
+    for name in names:
+        assert bool(re.fullmatch(regex, name)) == matches_any(name, globs), (name, regex)
+
+
 def test_every_setting_is_a_chart_value_passed_to_the_operator() -> None:
     """Each setting's variable carries the value given to its chart value (every one non-default)."""
     from secrets_operator.settings import Settings

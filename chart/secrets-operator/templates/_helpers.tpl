@@ -59,9 +59,11 @@ hand the operator's rights to every pod in the namespace that runs without a Ser
 Every blueprint of operator.blueprints, normalised once: the rest of the chart reads only this.
 An item is either "namespace/name" (a Secret copied under its own name) or an object with the
 keys of docs/configuration.md; values.schema.json has already checked its shape. Each becomes
-  {kind, namespace, name, source: "namespace/name", target, previous}
+  {kind, namespace, name, source: "namespace/name", target, previous, include, exclude, selector}
 where target is the name of every copy (targetName, else the source's name) and previous the
-names its copies had before a rename (previousTargetNames, without the target, once each).
+names its copies had before a rename (previousTargetNames, without the target, once each);
+include and exclude are the blueprint's own namespace globs (null when absent: the global ones
+apply), and selector whether it has a namespaceSelector of its own.
 Refused here as the operator refuses them at start (settings.parse_blueprints): a ConfigMap copy
 named kube-root-ca.crt (Kubernetes publishes it into every namespace); one blueprint
 (kind and source) configured twice with different options (an identical repeat, e.g. "a/b" and
@@ -99,7 +101,7 @@ Returns JSON {"items": [...]}: (include "secrets-operator.blueprints" . | fromJs
 {{- end }}
 {{- $_ := set $claimed $key $item.source }}
 {{- end }}
-{{- $items = append $items (dict "kind" $kind "namespace" (index $parts 0) "name" $name "source" $item.source "target" $target "previous" $previous) }}
+{{- $items = append $items (dict "kind" $kind "namespace" (index $parts 0) "name" $name "source" $item.source "target" $target "previous" $previous "include" $item.includeNamespaces "exclude" $item.excludeNamespaces "selector" (hasKey $item "namespaceSelector")) }}
 {{- end }}
 {{- end }}
 {{- toJson (dict "items" $items) }}
@@ -133,4 +135,49 @@ is of that kind. Call with (dict "kind" "Secret" "root" $).
 {{- $namespaces = append $namespaces .namespace }}
 {{- end }}
 {{- toJson (uniq $namespaces) }}
+{{- end }}
+
+{{/*
+Namespace globs (a list) as one anchored RE2 regular expression, for CEL's matches(): what the
+operator's selectors.matches_any (Python's fnmatch.fnmatchcase) matches, whole names, case
+sensitive. "*" is any run of characters, "?" any one, "[...]" and "[!...]" a set and its
+complement, where a "]" right after "[" or "[!" belongs to the set and a "[" without its closing
+"]" is a plain character (as fnmatch reads them); everything else is literal. An empty list
+renders as "" (no namespace matches).
+*/}}
+{{- define "secrets-operator.globsRegex" -}}
+{{- $alternatives := list }}
+{{- range $glob := . }}
+{{- $regex := "" }}
+{{- range $token := regexFindAll `\[!\][^\]]*\]|\[![^\]]+\]|\[\][^\]]*\]|\[[^\]!][^\]]*\]|[\s\S]` $glob -1 }}
+{{- if eq $token "*" }}
+{{- $regex = printf "%s.*" $regex }}
+{{- else if eq $token "?" }}
+{{- $regex = printf "%s." $regex }}
+{{- else if and (gt (len $token) 2) (hasPrefix "[" $token) }}
+{{- $set := trimSuffix "]" (trimPrefix "[" $token) }}
+{{- $negated := hasPrefix "!" $set }}
+{{- if $negated }}{{ $set = trimPrefix "!" $set }}{{ end }}
+{{- $set = $set | replace `\` `\\` | replace `[` `\[` | replace `]` `\]` | replace `^` `\^` }}
+{{- $regex = printf "%s[%s%s]" $regex ($negated | ternary "^" "") $set }}
+{{- else }}
+{{- $regex = printf "%s%s" $regex (regexQuoteMeta $token) }}
+{{- end }}
+{{- end }}
+{{- $alternatives = append $alternatives $regex }}
+{{- end }}
+{{- if $alternatives }}{{ printf "^(?s:%s)$" (join "|" $alternatives) }}{{ end }}
+{{- end }}
+
+{{/*
+The global namespace globs of one setting (operator.includeNamespaces or excludeNamespaces) as
+the operator reads them: joined with "," into its variable and split again, each part trimmed,
+empty parts dropped (blueprint_config.split_list). JSON list. Call with the list.
+*/}}
+{{- define "secrets-operator.globalGlobs" -}}
+{{- $globs := list }}
+{{- range $part := splitList "," (join "," .) }}
+{{- if trim $part }}{{ $globs = append $globs (trim $part) }}{{ end }}
+{{- end }}
+{{- toJson $globs }}
 {{- end }}
