@@ -1628,6 +1628,94 @@ async def test_a_stolen_operator_token_writes_copies_only_where_the_configuratio
         release.remove()
 
 
+@pytest.mark.parametrize("major", [3, 4])
+async def test_a_stolen_operator_token_adds_to_a_copy_only_its_marks_and_copied_metadata(
+    major: int, scenario: Scenario, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Labels and annotations, as a thief with the chart's token, on Helm 3 and 4.
+
+    A key the operator's identity adds to a copy must be one of its marks or a key copyMetadata
+    copies (never one of the keys it never copies, such as Helm's); a key already on the copy
+    (a tenant's label) stays, and may even change, since it is not the operator's to police.
+    """
+    release_namespace = await scenario.namespace("system")
+    await scenario.blueprint(HTPASSWD)
+    name, cm_name = scenario.secret_name, f"{scenario.prefix}-ca"
+    source, cm_source = f"{scenario.home}/{name}", f"{scenario.home}/{cm_name}"
+    target, managed = await scenario.namespace("target"), await scenario.namespace("managed")
+    release = Release(
+        scenario, cluster, tmp_path, release_namespace, major=major,
+        blueprints=[source, {"source": cm_source, "kind": "ConfigMap"}],
+        includeNamespaces=[f"{scenario.prefix}-*"], copyMetadata=["team.example.com/*", "*.helm.sh/*"],
+    )  # fmt: skip
+    await release.apply()
+    tenant = {"labels": {"tenant.example.org/owner": "t"}, "annotations": {"tenant.example.org/note": "n"}}
+    await scenario.core.create_namespaced_secret(
+        managed, _secret(name, marked_for=source, data={"auth": b64("a")}, **tenant)
+    )
+    await scenario.core.create_namespaced_config_map(
+        managed, _config_map(cm_name, marked_for=cm_source, data={"k": "v"}, **tenant)
+    )
+    try:
+        async with release.thief() as stolen:
+            core = client.CoreV1Api(stolen)
+
+            async def refused(attempt: Any, because: str) -> None:
+                with pytest.raises(ApiException) as caught:
+                    await attempt
+                assert caught.value.status == 403, caught.value.body
+                assert because in str(caught.value.body), caught.value.body
+
+            def secret(**metadata: Any) -> client.V1Secret:
+                return _secret(name, marked_for=source, data={"auth": b64("a")}, **metadata)
+
+            labels, annotations = "its own labels", "its own annotations"
+            # Created with keys the operator never writes: foreign ones, or Helm's (which
+            # copyMetadata's "*.helm.sh/*" matches, but the operator never copies).
+            for key in ("evil.example.com/x", "meta.helm.sh/release-name"):
+                await refused(
+                    core.create_namespaced_secret(target, secret(labels={key: "v"}), dry_run="All"), labels
+                )
+                await refused(
+                    core.create_namespaced_secret(target, secret(annotations={key: "v"}), dry_run="All"),
+                    annotations,
+                )
+                await refused(
+                    core.create_namespaced_config_map(
+                        target, _config_map(cm_name, marked_for=cm_source, labels={key: "v"}), dry_run="All"
+                    ),
+                    labels,
+                )
+            # Added to a managed copy by an update.
+            for field, because in (("labels", labels), ("annotations", annotations)):
+                gain = {"metadata": {field: {"evil.example.com/x": "v"}}}
+                await refused(core.patch_namespaced_secret(name, managed, gain, dry_run="All"), because)
+                await refused(
+                    core.patch_namespaced_config_map(cm_name, managed, gain, dry_run="All"), because
+                )
+            # What the operator writes is admitted: its marks and bookkeeping, copied keys.
+            copied = {"team.example.com/tier": "gold"}
+            await core.create_namespaced_secret(
+                target,
+                secret(
+                    labels=copied,
+                    annotations={
+                        **copied,
+                        "secrets-operator.io/copied-labels": "team.example.com/tier",
+                        "secrets-operator.io/copied-annotations": "team.example.com/tier",
+                    },
+                ),
+                dry_run="All",
+            )
+            repair = {"metadata": {"labels": copied}, "data": {"auth": b64("b")}}
+            await core.patch_namespaced_secret(name, managed, repair, dry_run="All")
+            # A tenant's keys stay on a repaired copy, changed or not: not the operator's business.
+            changed = {"metadata": {"labels": {"tenant.example.org/owner": "u"}}, "data": {"k": "w"}}
+            await core.patch_namespaced_config_map(cm_name, managed, changed, dry_run="All")
+    finally:
+        release.remove()
+
+
 @pytest.mark.parametrize(
     ("globs", "names"),
     [
@@ -1656,6 +1744,22 @@ def test_the_policy_renders_namespace_globs_as_the_operator_matches_them(
     regex = json.loads(placements)["Secret|a/b"][2]
     for name in names:
         assert bool(re.fullmatch(regex, name)) == matches_any(name, globs), (name, regex)
+
+
+def test_the_policy_never_admits_the_keys_the_operator_never_copies() -> None:
+    """The policy's list of keys never copied is the operator's (planning.NEVER_COPIED)."""
+    import re
+
+    from secrets_operator.planning import NEVER_COPIED
+    from secrets_operator.selectors import matches_any
+
+    policy = of_kind(render("t", "ops", blueprints=["a/b"]), "ValidatingAdmissionPolicy")
+    (never,) = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == "neverCopied"]
+    regex = json.loads(never)
+    keys = [glob.replace("*", "x") for glob in NEVER_COPIED]
+    keys += [f"{key}x" for key in keys] + ["app.kubernetes.io/name", "example.com/helm.sh", "team/x"]
+    for key in keys:
+        assert bool(re.fullmatch(regex, key)) == matches_any(key, NEVER_COPIED), key
 
 
 def test_every_setting_is_a_chart_value_passed_to_the_operator() -> None:
