@@ -1639,9 +1639,13 @@ async def test_a_stolen_operator_token_adds_to_a_copy_only_its_marks_and_copied_
     (a tenant's label) stays, and may even change, since it is not the operator's to police.
     """
     release_namespace = await scenario.namespace("system")
-    await scenario.blueprint(HTPASSWD)
+    copied = {"team.example.com/tier": "gold"}
+    await scenario.blueprint(
+        HTPASSWD, labels={**copied, "meta.helm.sh/release-name": "r"}, annotations=copied
+    )
     name, cm_name = scenario.secret_name, f"{scenario.prefix}-ca"
     source, cm_source = f"{scenario.home}/{name}", f"{scenario.home}/{cm_name}"
+    await scenario.core.create_namespaced_config_map(scenario.home, _config_map(cm_name, data={"k": "v"}))
     target, managed = await scenario.namespace("target"), await scenario.namespace("managed")
     release = Release(
         scenario, cluster, tmp_path, release_namespace, major=major,
@@ -1694,7 +1698,6 @@ async def test_a_stolen_operator_token_adds_to_a_copy_only_its_marks_and_copied_
                     core.patch_namespaced_config_map(cm_name, managed, gain, dry_run="All"), because
                 )
             # What the operator writes is admitted: its marks and bookkeeping, copied keys.
-            copied = {"team.example.com/tier": "gold"}
             await core.create_namespaced_secret(
                 target,
                 secret(
@@ -1712,6 +1715,24 @@ async def test_a_stolen_operator_token_adds_to_a_copy_only_its_marks_and_copied_
             # A tenant's keys stay on a repaired copy, changed or not: not the operator's business.
             changed = {"metadata": {"labels": {"tenant.example.org/owner": "u"}}, "data": {"k": "w"}}
             await core.patch_namespaced_config_map(cm_name, managed, changed, dry_run="All")
+
+        # The operator itself, under the policy: copies gain the copied keys (not Helm's), and
+        # the repaired copy keeps its tenant's label.
+        replica = release.replica("pod-a")
+        await replica.wait_ready()
+        await scenario.wait_copy(target, HTPASSWD)
+        repaired = await scenario.wait_copy(managed, HTPASSWD)
+
+        async def labelled() -> bool:
+            found = await scenario.copy(target)
+            return found is not None and copied.items() <= (found.metadata.labels or {}).items()
+
+        await wait_for(labelled, timeout=20, what="the copied label on the new copy")
+        labelled_copy = await scenario.copy(target)
+        assert labelled_copy is not None
+        assert "meta.helm.sh/release-name" not in (labelled_copy.metadata.labels or {})
+        assert (repaired.metadata.labels or {}).get("tenant.example.org/owner") == "t"
+        assert (await replica.metrics()).value("secrets_operator_api_errors_total", code="403") == 0
     finally:
         release.remove()
 
