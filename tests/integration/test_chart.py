@@ -1564,9 +1564,11 @@ async def test_a_stolen_operator_token_writes_copies_only_where_the_configuratio
         excludeNamespaces=["kube-*", f" {prefix}-ex-* , {prefix}-q[0-9]"],
     )  # fmt: skip
     await release.apply()
-    # A copy already in an excluded namespace (the configuration changed since it was written).
+    # A copy already in an excluded namespace (the configuration changed since it was written),
+    # still carrying the data digest earlier versions wrote.
+    legacy = {"annotations": {"secrets-operator.io/source-hash": "0" * 64}}
     await scenario.core.create_namespaced_secret(
-        ex, _secret(name, marked_for=source, data={"auth": b64("a")})
+        ex, _secret(name, marked_for=source, data={"auth": b64("a")}, **legacy)
     )
     try:
         async with release.thief() as stolen:
@@ -1612,6 +1614,16 @@ async def test_a_stolen_operator_token_writes_copies_only_where_the_configuratio
             )
             for allowed in (team, team_ab, qa):
                 await core.create_namespaced_secret(allowed, secret(), dry_run="All")
+            # ...but there it may lose the legacy digest (as the operator removes it from every
+            # copy of its own), as long as nothing else changes, and it may be pruned.
+            drop = {"metadata": {"annotations": {"secrets-operator.io/source-hash": None}}}
+            await core.patch_namespaced_secret(name, ex, drop, dry_run="All")
+            # Anything more is refused there: changed data, or an annotation gained on the way.
+            gained = {"secrets-operator.io/source-hash": None, "secrets-operator.io/copied-labels": "x"}
+            for more in ({**drop, "data": {"auth": b64("b")}}, {"metadata": {"annotations": gained}}):
+                await refused(
+                    core.patch_namespaced_secret(name, ex, more, dry_run="All"), "excludeNamespaces"
+                )
             await core.delete_namespaced_secret(name, ex, dry_run="All")  # pruned where excluded
             # The ConfigMap blueprint, its own globs: "?" is one character, and its empty
             # excludeNamespaces replaces the global list.
