@@ -19,7 +19,7 @@ import signal
 import subprocess
 import tarfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -1040,6 +1040,14 @@ def _verbs_granted(objects: list[dict[str, Any]]) -> dict[tuple[str, str], set[s
     return granted
 
 
+async def _forbidden(attempt: Awaitable[Any], because: str) -> None:
+    """``attempt`` is refused with 403, and the refusal says ``because`` (RBAC's or the policy's)."""
+    with pytest.raises(ApiException) as caught:
+        await attempt
+    assert caught.value.status == 403, caught.value.body
+    assert because in str(caught.value.body), caught.value.body
+
+
 def _secret(name: str, *, marked_for: str = "", **fields: Any) -> client.V1Secret:
     labels, annotations = dict(fields.pop("labels", {})), dict(fields.pop("annotations", {}))
     if marked_for:
@@ -1142,17 +1150,11 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
         async with release.thief() as stolen:
             core = client.CoreV1Api(stolen)
 
-            async def refused(attempt: Any, because: str) -> None:
-                with pytest.raises(ApiException) as caught:
-                    await attempt
-                assert caught.value.status == 403, caught.value.body
-                assert because in str(caught.value.body), caught.value.body
-
             # Minting another account's token: a service-account-token Secret with a blueprint's
             # name, for the namespace's `default` account (marks or not).
             token_annotations = {"kubernetes.io/service-account.name": "default"}
             for marks in ("", source):
-                await refused(
+                await _forbidden(
                     core.create_namespaced_secret(
                         victim,
                         _secret(
@@ -1166,23 +1168,23 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 )
             assert await scenario.copy(victim) is None
             # Creating anything but a marked copy named after a blueprint.
-            await refused(core.create_namespaced_secret(victim, _secret(name, data={})), "ownership marks")
-            await refused(
+            await _forbidden(core.create_namespaced_secret(victim, _secret(name, data={})), "ownership marks")
+            await _forbidden(
                 core.create_namespaced_secret(victim, _secret("other", marked_for=source)), "named after"
             )
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(victim, _secret(name, marked_for=f"{victim}/{name}")),
                 "ownership marks",
             )
             # A managed copy may not gain service-account annotations nor lose its marks.
-            await refused(
+            await _forbidden(
                 core.patch_namespaced_secret(name, managed, {"metadata": {"annotations": token_annotations}}),
                 "service-account",
             )
             unmark = {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}}
-            await refused(core.patch_namespaced_secret(name, managed, unmark), "ownership marks")
+            await _forbidden(core.patch_namespaced_secret(name, managed, unmark), "ownership marks")
             # Another kind of self-filling credential: a bootstrap token.
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(
                     victim, _secret(name, marked_for=source, type="bootstrap.kubernetes.io/token")
                 ),
@@ -1191,7 +1193,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             # Finalizers or owners: a copy that pins its namespace in Terminating, or is collected
             # with something else.
             hold = {"metadata": {"finalizers": ["example.com/hold"]}}
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(
                     victim,
                     client.V1Secret(
@@ -1205,7 +1207,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 ),
                 "finalizers",
             )
-            await refused(core.patch_namespaced_secret(name, managed, hold), "finalizers")
+            await _forbidden(core.patch_namespaced_secret(name, managed, hold), "finalizers")
             owner = {
                 "metadata": {
                     "ownerReferences": [
@@ -1213,7 +1215,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                     ]
                 }
             }
-            await refused(core.patch_namespaced_secret(name, managed, owner), "owner references")
+            await _forbidden(core.patch_namespaced_secret(name, managed, owner), "owner references")
             # Events only in the blueprints' namespaces; Leases only its own.
             event = {
                 "apiVersion": "events.k8s.io/v1",
@@ -1227,17 +1229,17 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 "type": "Normal",
                 "regarding": {"kind": "Secret", "namespace": victim, "name": name},
             }
-            await refused(
+            await _forbidden(
                 client.EventsV1Api(stolen).create_namespaced_event(victim, raw(event)), "Events only"
             )
             lease = client.V1Lease(metadata=client.V1ObjectMeta(name="another"), spec=client.V1LeaseSpec())
-            await refused(
+            await _forbidden(
                 client.CoordinationV1Api(stolen).create_namespaced_lease(release_namespace, lease),
                 "own Lease",
             )
             # The blueprint itself is never written.
-            await refused(core.delete_namespaced_secret(name, scenario.home), itself)
-            await refused(
+            await _forbidden(core.delete_namespaced_secret(name, scenario.home), itself)
+            await _forbidden(
                 core.patch_namespaced_secret(name, scenario.home, {"data": {"auth": b64("y")}}), itself
             )
             # The unmanaged twin: left as it is with skip; with adopt, only made into a marked copy
@@ -1249,10 +1251,12 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                     "annotations": {"secrets-operator.io/source": source},
                 }
             }
-            await refused(core.patch_namespaced_secret(name, twin, theirs), "ownership marks")
-            await refused(core.delete_namespaced_secret(name, twin), "only delete Secrets and ConfigMaps it")
+            await _forbidden(core.patch_namespaced_secret(name, twin, theirs), "ownership marks")
+            await _forbidden(
+                core.delete_namespaced_secret(name, twin), "only delete Secrets and ConfigMaps it"
+            )
             if conflict_policy == "skip":
-                await refused(
+                await _forbidden(
                     core.patch_namespaced_secret(name, twin, adopted), "only change Secrets and ConfigMaps it"
                 )
             else:
@@ -1261,23 +1265,23 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
             # The renamed Secret: copies are created under its target name only. Its source's
             # name, which RBAC grants so that the blueprint can be read, is a name its copies had
             # before the rename: such a copy may be changed or cleaned up, never created anew.
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(victim, _secret(renamed_name, marked_for=renamed)),
                 "current target name",
             )
             # A mark for one blueprint does not cover another's copy names.
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(victim, _secret(renamed_target, marked_for=source)),
                 "ownership marks",
             )
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(victim, _secret(name, marked_for=renamed)), "ownership marks"
             )
             # ...nor may a managed copy be re-pointed at another blueprint (or one of another kind).
             for other in (renamed, cm_source):
                 repoint = {"metadata": {"annotations": {"secrets-operator.io/source": other}}}
-                await refused(core.patch_namespaced_secret(name, managed, repoint), "ownership marks")
-            await refused(core.delete_namespaced_secret(renamed_name, scenario.home), itself)
+                await _forbidden(core.patch_namespaced_secret(name, managed, repoint), "ownership marks")
+            await _forbidden(core.delete_namespaced_secret(renamed_name, scenario.home), itself)
             # Nor is an unmanaged Secret under a previous name adopted, whatever the policy.
             renamed_adopted = {
                 "metadata": {
@@ -1285,57 +1289,57 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                     "annotations": {"secrets-operator.io/source": renamed},
                 }
             }
-            await refused(
+            await _forbidden(
                 core.patch_namespaced_secret(renamed_name, twin, renamed_adopted), "current target name"
             )
 
             # The ConfigMap blueprint: the same rules, for its kind and its copies' name.
-            await refused(
+            await _forbidden(
                 core.create_namespaced_config_map(victim, _config_map("other", marked_for=cm_source)),
                 "named after",
             )
-            await refused(  # its source's name is no copy's name
+            await _forbidden(  # its source's name is no copy's name
                 core.create_namespaced_config_map(victim, _config_map(cm_name, marked_for=cm_source)),
                 "named after",
             )
-            await refused(
+            await _forbidden(
                 core.create_namespaced_config_map(victim, _config_map(cm_target)), "ownership marks"
             )
             for wrong in (source, f"{victim}/{cm_name}", f"{scenario.home}/{cm_target}"):
-                await refused(
+                await _forbidden(
                     core.create_namespaced_config_map(victim, _config_map(cm_target, marked_for=wrong)),
                     "ownership marks",
                 )
             # Kinds do not mix: a Secret under the ConfigMap's copy name, a ConfigMap under a
             # Secret's, each marked for the blueprint of the other kind.
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(victim, _secret(cm_target, marked_for=cm_source)), "named after"
             )
-            await refused(
+            await _forbidden(
                 core.create_namespaced_config_map(victim, _config_map(name, marked_for=source)), "named after"
             )
             # The ConfigMap blueprints themselves are never written: the renamed one's name is no
             # copy's name at all; the other's is, and it is refused as a blueprint.
-            await refused(core.delete_namespaced_config_map(cm_name, scenario.home), "named after")
-            await refused(
+            await _forbidden(core.delete_namespaced_config_map(cm_name, scenario.home), "named after")
+            await _forbidden(
                 core.patch_namespaced_config_map(cm_name, scenario.home, {"data": {"ca.crt": "forged"}}),
                 "named after",
             )
-            await refused(core.delete_namespaced_config_map(plain_cm, plain_home), itself)
-            await refused(
+            await _forbidden(core.delete_namespaced_config_map(plain_cm, plain_home), itself)
+            await _forbidden(
                 core.patch_namespaced_config_map(plain_cm, plain_home, {"data": {"k": "forged"}}), itself
             )
             # Its managed copy keeps its marks (for this blueprint) and gains no finalizer.
-            await refused(core.patch_namespaced_config_map(cm_target, managed, unmark), "ownership marks")
+            await _forbidden(core.patch_namespaced_config_map(cm_target, managed, unmark), "ownership marks")
             repoint = {"metadata": {"annotations": {"secrets-operator.io/source": source}}}
-            await refused(core.patch_namespaced_config_map(cm_target, managed, repoint), "ownership marks")
-            await refused(core.patch_namespaced_config_map(cm_target, managed, hold), "finalizers")
+            await _forbidden(core.patch_namespaced_config_map(cm_target, managed, repoint), "ownership marks")
+            await _forbidden(core.patch_namespaced_config_map(cm_target, managed, hold), "finalizers")
             # The unmanaged ConfigMap twin: never deleted; overwritten only when adopted.
-            await refused(
+            await _forbidden(
                 core.patch_namespaced_config_map(cm_target, twin, {"data": {"ca.crt": "mine"}}),
                 "ownership marks",
             )
-            await refused(
+            await _forbidden(
                 core.delete_namespaced_config_map(cm_target, twin), "only delete Secrets and ConfigMaps it"
             )
             cm_adopted = {
@@ -1345,7 +1349,7 @@ async def test_a_stolen_operator_token_can_neither_mint_tokens_nor_touch_unmanag
                 }
             }
             if conflict_policy == "skip":
-                await refused(
+                await _forbidden(
                     core.patch_namespaced_config_map(cm_target, twin, cm_adopted),
                     "only change Secrets and ConfigMaps it",
                 )
@@ -1454,12 +1458,6 @@ async def test_a_stolen_operator_token_can_neither_forge_events_nor_pin_its_leas
         async with release.thief() as stolen:
             events, leases = client.EventsV1Api(stolen), client.CoordinationV1Api(stolen)
 
-            async def refused(attempt: Any, because: str) -> None:
-                with pytest.raises(ApiException) as caught:
-                    await attempt
-                assert caught.value.status == 403, caught.value.body
-                assert because in str(caught.value.body), caught.value.body
-
             def event(regarding: Mapping[str, str], controller: str = REPORTING_CONTROLLER) -> Any:
                 return raw(
                     {
@@ -1480,7 +1478,7 @@ async def test_a_stolen_operator_token_can_neither_forge_events_nor_pin_its_leas
             blueprint = {"kind": "Secret", "namespace": home, "name": name}
             # Posing as another controller, about the operator's own blueprint.
             for controller in ("kubelet", "secrets-operator.io/other"):
-                await refused(
+                await _forbidden(
                     events.create_namespaced_event(home, event(blueprint, controller)),
                     "own reportingController",
                 )
@@ -1493,14 +1491,16 @@ async def test_a_stolen_operator_token_can_neither_forge_events_nor_pin_its_leas
                 {"kind": "Secret", "namespace": release_namespace, "name": name},
                 {"kind": "Pod", "namespace": home, "name": name},
             ):
-                await refused(events.create_namespaced_event(home, event(regarding)), "regarding one of its")
+                await _forbidden(
+                    events.create_namespaced_event(home, event(regarding)), "regarding one of its"
+                )
             # What the operator records is allowed: about each blueprint, of either kind.
             for regarding in (blueprint, {"kind": "ConfigMap", "namespace": home, "name": cm_name}):
                 await events.create_namespaced_event(home, event(regarding), dry_run="All")
 
             # The Lease: renewed, never pinned nor owned.
             hold = {"metadata": {"finalizers": ["example.com/hold"]}}
-            await refused(
+            await _forbidden(
                 leases.patch_namespaced_lease(release.lease_name, release_namespace, hold),
                 "Lease's finalizers",
             )
@@ -1511,7 +1511,7 @@ async def test_a_stolen_operator_token_can_neither_forge_events_nor_pin_its_leas
                     ]
                 }
             }
-            await refused(
+            await _forbidden(
                 leases.patch_namespaced_lease(release.lease_name, release_namespace, owner),
                 "owner references",
             )
@@ -1574,12 +1574,6 @@ async def test_a_stolen_operator_token_writes_copies_only_where_the_configuratio
         async with release.thief() as stolen:
             core = client.CoreV1Api(stolen)
 
-            async def refused(attempt: Any, because: str) -> None:
-                with pytest.raises(ApiException) as caught:
-                    await attempt
-                assert caught.value.status == 403, caught.value.body
-                assert because in str(caught.value.body), caught.value.body
-
             def secret() -> client.V1Secret:
                 return _secret(name, marked_for=source, data={"auth": b64("a")})
 
@@ -1590,25 +1584,25 @@ async def test_a_stolen_operator_token_writes_copies_only_where_the_configuratio
             # comma-separated value, a bracket set), not outside includeNamespaces.
             # At home, a copy under the blueprint's own name would be the blueprint itself (refused
             # as such); under another target name it is a copy the operator never makes.
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(scenario.home, secret(), dry_run="All"), "blueprint itself"
             )
             renamed_copy = _secret(f"{prefix}-regcred", marked_for=renamed, data={"token": b64("t")})
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(scenario.home, renamed_copy, dry_run="All"), "home namespace"
             )
             await core.create_namespaced_secret(team, renamed_copy, dry_run="All")
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(q7, secret(), dry_run="All"), "excludeNamespaces match"
             )
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret(ex, secret(), dry_run="All"), "excludeNamespaces match"
             )
-            await refused(
+            await _forbidden(
                 core.create_namespaced_secret("default", secret(), dry_run="All"), "includeNamespaces match"
             )
             # ...nor kept up to date there: an update of a copy in an excluded namespace.
-            await refused(
+            await _forbidden(
                 core.patch_namespaced_secret(name, ex, {"data": {"auth": b64("b")}}, dry_run="All"),
                 "excludeNamespaces match",
             )
@@ -1621,17 +1615,17 @@ async def test_a_stolen_operator_token_writes_copies_only_where_the_configuratio
             # Anything more is refused there: changed data, or an annotation gained on the way.
             gained = {"secrets-operator.io/source-hash": None, "secrets-operator.io/copied-labels": "x"}
             for more in ({**drop, "data": {"auth": b64("b")}}, {"metadata": {"annotations": gained}}):
-                await refused(
+                await _forbidden(
                     core.patch_namespaced_secret(name, ex, more, dry_run="All"), "excludeNamespaces"
                 )
             await core.delete_namespaced_secret(name, ex, dry_run="All")  # pruned where excluded
             # The ConfigMap blueprint, its own globs: "?" is one character, and its empty
             # excludeNamespaces replaces the global list.
-            await refused(
+            await _forbidden(
                 core.create_namespaced_config_map(team_ab, config_map(), dry_run="All"),
                 "includeNamespaces match",
             )
-            await refused(
+            await _forbidden(
                 core.create_namespaced_config_map(qa, config_map(), dry_run="All"), "includeNamespaces match"
             )
             for allowed in (team, ex):
@@ -1676,12 +1670,6 @@ async def test_a_stolen_operator_token_adds_to_a_copy_only_its_marks_and_copied_
         async with release.thief() as stolen:
             core = client.CoreV1Api(stolen)
 
-            async def refused(attempt: Any, because: str) -> None:
-                with pytest.raises(ApiException) as caught:
-                    await attempt
-                assert caught.value.status == 403, caught.value.body
-                assert because in str(caught.value.body), caught.value.body
-
             def secret(**metadata: Any) -> client.V1Secret:
                 return _secret(name, marked_for=source, data={"auth": b64("a")}, **metadata)
 
@@ -1689,14 +1677,14 @@ async def test_a_stolen_operator_token_adds_to_a_copy_only_its_marks_and_copied_
             # Created with keys the operator never writes: foreign ones, or Helm's (which
             # copyMetadata's "*.helm.sh/*" matches, but the operator never copies).
             for key in ("evil.example.com/x", "meta.helm.sh/release-name"):
-                await refused(
+                await _forbidden(
                     core.create_namespaced_secret(target, secret(labels={key: "v"}), dry_run="All"), labels
                 )
-                await refused(
+                await _forbidden(
                     core.create_namespaced_secret(target, secret(annotations={key: "v"}), dry_run="All"),
                     annotations,
                 )
-                await refused(
+                await _forbidden(
                     core.create_namespaced_config_map(
                         target, _config_map(cm_name, marked_for=cm_source, labels={key: "v"}), dry_run="All"
                     ),
@@ -1705,8 +1693,8 @@ async def test_a_stolen_operator_token_adds_to_a_copy_only_its_marks_and_copied_
             # Added to a managed copy by an update.
             for field, because in (("labels", labels), ("annotations", annotations)):
                 gain = {"metadata": {field: {"evil.example.com/x": "v"}}}
-                await refused(core.patch_namespaced_secret(name, managed, gain, dry_run="All"), because)
-                await refused(
+                await _forbidden(core.patch_namespaced_secret(name, managed, gain, dry_run="All"), because)
+                await _forbidden(
                     core.patch_namespaced_config_map(cm_name, managed, gain, dry_run="All"), because
                 )
             # What the operator writes is admitted: its marks and bookkeeping, copied keys.
